@@ -1,0 +1,252 @@
+"""Typed experiment configs: YAML in, validated dataclasses out.
+
+Every key is declared here with its type, default and (where it has one) its range. Loading checks the whole file
+before any work starts: an unknown key, a wrong type or an out-of-range value raises ``ConfigError`` naming the key,
+which the CLI turns into one line and exit code 2. ``--set key.sub=value`` overrides go through the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key and the problem."""
+
+
+def _range(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> dict:
+    return {"low": low, "high": high, "low_open": low_open}
+
+
+def _positive() -> dict:
+    return {"metadata": _range(0, None, low_open=True)}
+
+
+@dataclass
+class EnvConfig:
+    """Which task distribution: a registered gymnasium id and constructor kwargs (e.g. ``horizon``)."""
+
+    id: str = "metarl/Navigation2D-v0"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SamplerConfig:
+    """Where episodes are collected: Ray actors (default) or in-process."""
+
+    backend: Literal["ray", "local"] = "ray"
+    num_workers: int = field(default=2, metadata=_range(1))
+    ray_address: str | None = None
+
+
+@dataclass
+class PolicyConfig:
+    """Policy network: MLP hidden sizes, activation and initial action std (Gaussian policies)."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
+    activation: Literal["relu", "tanh"] = "relu"
+    init_std: float = field(default=1.0, **_positive())
+
+
+@dataclass
+class MAMLConfig:
+    """The meta-learning setup: tasks per meta-batch, episodes per task and the inner (adaptation) loop."""
+
+    meta_batch_size: int = field(default=20, metadata=_range(1))
+    episodes_per_task: int = field(default=20, metadata=_range(1))
+    fast_lr: float = field(default=0.1, metadata=_range(0))
+    num_steps: int = field(default=1, metadata=_range(1))
+    first_order: bool = False
+    inner_loss: Literal["reinforce", "lvc"] = "reinforce"
+
+
+@dataclass
+class TRPOConfig:
+    """The TRPO meta-update: trust region, conjugate gradient and backtracking line search."""
+
+    max_kl: float = field(default=0.01, **_positive())
+    cg_iters: int = field(default=10, metadata=_range(1))
+    cg_damping: float = field(default=1e-5, metadata=_range(0))
+    ls_max_steps: int = field(default=15, metadata=_range(1))
+    ls_backtrack_ratio: float = field(default=0.8, metadata=_range(0, 1, low_open=True))
+
+
+@dataclass
+class AdvantageConfig:
+    """Discounting, GAE and advantage normalization."""
+
+    gamma: float = field(default=0.99, metadata=_range(0, 1))
+    gae_lambda: float = field(default=1.0, metadata=_range(0, 1))
+    normalize: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    """What the run folder records and how often a checkpoint is written."""
+
+    checkpoint_every: int = field(default=10, metadata=_range(1))
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    """One experiment. Common keys: seed, iterations, device, env, sampler."""
+
+    seed: int = 0
+    iterations: int = field(default=500, metadata=_range(1))
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    algorithm: Literal["maml_trpo"] = "maml_trpo"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    maml: MAMLConfig = field(default_factory=MAMLConfig)
+    trpo: TRPOConfig = field(default_factory=TRPOConfig)
+    advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widened to floats where a float is due)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is Literal:
+        if value in typing.get_args(tp) and type(value) is not bool:
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except ConfigError:
+                continue
+    elif origin is list:
+        if isinstance(value, list):
+            return [_convert(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _check_range(value: Any, bounds: dict, key: str) -> None:
+    low, high = bounds.get("low"), bounds.get("high")
+    too_low = low is not None and (value <= low if bounds.get("low_open") else value < low)
+    if too_low or (high is not None and value > high):
+        left = "(" if bounds.get("low_open") else "["
+        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ConfigError(f"config key '{key}': {value!r} is out of range {interval}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for name in data:
+        if name not in known:
+            raise ConfigError(f"unknown config key '{prefix}{name}' (known: {', '.join(known)})")
+    kwargs = {}
+    for name, value in data.items():
+        key = prefix + name
+        kwargs[name] = _convert(value, hints[name], key)
+        if known[name].metadata and kwargs[name] is not None:
+            _check_range(kwargs[name], known[name].metadata, key)
+    return cls(**kwargs)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``key.sub=value`` override (value parsed as YAML) to a raw config mapping, in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' is not of the form key.sub=value")
+    path, _, text = assignment.partition("=")
+    keys = path.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override '{assignment}' has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{assignment}': value is not valid YAML ({exc.__class__.__name__})") from None
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{assignment}': '{key}' is not a mapping")
+        node = child
+    node[keys[-1]] = value
+
+
+def config_from_dict(data: dict, overrides: list[str] | None = None) -> Config:
+    """Validate a raw mapping (plus overrides) into a ``Config``."""
+    if not isinstance(data, dict):
+        raise ConfigError("a config file must be a YAML mapping of keys to values")
+    data = _deepcopy(data)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return _build(Config, data)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read and validate a YAML experiment file; ``ConfigError`` on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    return config_from_dict(data if data is not None else {}, overrides)
+
+
+def config_to_dict(config: Config) -> dict:
+    """The resolved config as a plain mapping (what ``config.yaml`` in a run folder holds)."""
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def _deepcopy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deepcopy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deepcopy(v) for v in value]
+    return value

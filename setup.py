@@ -1,0 +1,27 @@
+"""Install metarl: the library (`metarl`) and its task-distribution environments (`envs`)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="metarl",
+    version="0.1.0",
+    description="Meta-reinforcement learning suite: MAML-TRPO, Reptile, SNAIL on gymnasium/MuJoCo task distributions",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["metarl", "metarl.*", "envs", "envs.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.3",
+        "gymnasium[mujoco]>=1.0",
+        "mujoco>=3",
+        "numpy>=1.24",
+        "ray>=2.9",
+        "stable-baselines3>=2.3",
+        "pyyaml>=6",
+        "tensorboard>=2.14",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+    ],
+    extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},
+    entry_points={"console_scripts": ["metarl=metarl.cli:main"]},
+)
