@@ -1,0 +1,58 @@
+"""Supervised few-shot problems served by the same learners as meta-RL: sinusoid regression and Omniglot.
+
+- ``tasks``: the batch type (``FewShotBatch``) and the seeded task streams (``split_rng``, ``fixed_task_rng``).
+- ``sinusoid``: ``SinusoidTasks`` (MAML paper's regression problem).
+- ``omniglot``: ``Omniglot`` loader + array cache, ``OmniglotSplit``, ``OmniglotTasks`` episode sampler, ``DataError``.
+- ``models``: ``SinusoidMLP``, ``Conv4``; loss functions of ``(params, (x, y))`` for the functional learner.
+- ``metric``: prototypical and matching networks (loss/accuracy functions of ``(params, episode)``).
+"""
+
+from .metric import (
+    matching_accuracy,
+    matching_log_probs,
+    matching_loss,
+    prototypes,
+    prototypical_accuracy,
+    prototypical_logits,
+    prototypical_loss,
+)
+from .models import (
+    HEAD_PREFIX,
+    Conv4,
+    SinusoidMLP,
+    accuracy,
+    classification_accuracy,
+    classification_loss,
+    head_names,
+    regression_loss,
+)
+from .omniglot import DataError, Omniglot, OmniglotSplit, OmniglotTasks, make_synthetic_omniglot
+from .sinusoid import SinusoidTasks
+from .tasks import FewShotBatch, fixed_task_rng, split_rng
+
+__all__ = [
+    "HEAD_PREFIX",
+    "Conv4",
+    "DataError",
+    "FewShotBatch",
+    "Omniglot",
+    "OmniglotSplit",
+    "OmniglotTasks",
+    "SinusoidMLP",
+    "SinusoidTasks",
+    "accuracy",
+    "classification_accuracy",
+    "classification_loss",
+    "fixed_task_rng",
+    "head_names",
+    "make_synthetic_omniglot",
+    "matching_accuracy",
+    "matching_log_probs",
+    "matching_loss",
+    "prototypes",
+    "prototypical_accuracy",
+    "prototypical_logits",
+    "prototypical_loss",
+    "regression_loss",
+    "split_rng",
+]
