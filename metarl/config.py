@@ -96,13 +96,37 @@ class LoggingConfig:
 
 
 @dataclass
+class FewShotConfig:
+    """Supervised few-shot problems (sinusoid regression, Omniglot N-way K-shot) served by the same learners."""
+
+    problem: Literal["sinusoid", "omniglot"] = "sinusoid"
+    n_way: int = field(default=5, metadata=_range(2))
+    k_shot: int = field(default=1, metadata=_range(1))
+    k_query: int = field(default=15, metadata=_range(1))
+    meta_batch_size: int = field(default=32, metadata=_range(1))
+    inner_lr: float = field(default=0.4, metadata=_range(0))
+    inner_steps: int = field(default=1, metadata=_range(0))
+    eval_inner_steps: int = field(default=3, metadata=_range(0))
+    outer_lr: float = field(default=1e-3, **_positive())
+    eval_tasks: int = field(default=600, metadata=_range(1))
+    eval_every: int = field(default=1000, metadata=_range(1))
+    data_dir: str | None = None
+    download: bool = False
+
+
+FEWSHOT_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet")
+
+
+@dataclass
 class Config:
     """One experiment. Common keys: seed, iterations, device, env, sampler."""
 
     seed: int = 0
     iterations: int = field(default=500, metadata=_range(1))
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    algorithm: Literal["maml_trpo"] = "maml_trpo"
+    algorithm: Literal["maml_trpo", "maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet"] = (
+        "maml_trpo"
+    )
     env: EnvConfig = field(default_factory=EnvConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -110,6 +134,7 @@ class Config:
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    fewshot: FewShotConfig | None = None
 
 
 def _type_name(tp: Any) -> str:
@@ -219,7 +244,14 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> Config:
     data = _deepcopy(data)
     for assignment in overrides or []:
         apply_override(data, assignment)
-    return _build(Config, data)
+    config = _build(Config, data)
+    if config.algorithm in FEWSHOT_ALGORITHMS and config.fewshot is None:
+        raise ConfigError(
+            f"config key 'fewshot': algorithm '{config.algorithm}' is supervised and needs a fewshot section"
+        )
+    if config.algorithm == "maml_trpo" and config.fewshot is not None:
+        raise ConfigError("config key 'fewshot': algorithm 'maml_trpo' is meta-RL; drop the fewshot section")
+    return config
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
