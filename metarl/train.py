@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_to_dict, dump_config, load_config
-from .maml_trpo import MAMLTRPO
+from .maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from .policies import make_policy, policy_params
 from .progress import progress_bar
 from .run_dir import ProgressLog, TensorBoardLog, create_run_dir, default_run_dir, read_run_config
@@ -60,6 +60,28 @@ def make_env(config: Config) -> gym.Env:
         raise ConfigError(f"config key 'env.kwargs': {exc}") from None
 
 
+def build_algorithm(policy: torch.nn.Module, config: Config) -> MAMLTRPO:
+    """MAML-TRPO configured from the experiment's maml, trpo and advantages sections."""
+    maml, trpo, adv = config.maml, config.trpo, config.advantages
+    return MAMLTRPO(
+        policy,
+        MAMLTRPOConfig(
+            fast_lr=maml.fast_lr,
+            num_steps=maml.num_steps,
+            first_order=maml.first_order,
+            inner_loss=maml.inner_loss,
+            gamma=adv.gamma,
+            gae_lambda=adv.gae_lambda,
+            normalize_advantages=adv.normalize,
+            max_kl=trpo.max_kl,
+            cg_iters=trpo.cg_iters,
+            cg_damping=trpo.cg_damping,
+            ls_max_steps=trpo.ls_max_steps,
+            ls_backtrack_ratio=trpo.ls_backtrack_ratio,
+        ),
+    )
+
+
 class MetaRLTrainer:
     """Owns the policy, the MAML-TRPO learner and the sampler for one run."""
 
@@ -76,7 +98,7 @@ class MetaRLTrainer:
             config.policy.activation,
             config.policy.init_std,
         )
-        self.algorithm = MAMLTRPO.from_config(policy, config, device)
+        self.algorithm = build_algorithm(policy.to(device), config)
         self.env_steps = 0
 
     @property
@@ -93,14 +115,20 @@ class MetaRLTrainer:
         start = time.perf_counter()
         params = {k: v.detach() for k, v in policy_params(self.policy).items()}
         support = self.sampler.sample(self.policy, params, tasks, episodes, seed=derived_seed(cfg.seed, iteration, 1))
+        time_sampling = time.perf_counter() - start
+
+        start = time.perf_counter()
         support_t = support.to_torch(self.device)
         adapted = self.algorithm.adapt(support_t)
+        time_update = time.perf_counter() - start
+
+        start = time.perf_counter()
         query = self.sampler.sample(self.policy, adapted, tasks, episodes, seed=derived_seed(cfg.seed, iteration, 2))
-        time_sampling = time.perf_counter() - start - getattr(self.algorithm, "last_adapt_seconds", 0.0)
+        time_sampling += time.perf_counter() - start
 
         start = time.perf_counter()
         metrics = self.algorithm.meta_update(support_t, query.to_torch(self.device))
-        time_update = time.perf_counter() - start
+        time_update += time.perf_counter() - start
 
         self.env_steps += support.num_steps + query.num_steps
         row = {
@@ -202,6 +230,10 @@ def train_from_cli(
         if (target / "config.yaml").exists():
             raise ConfigError(f"run folder '{target}' already holds a run; use --resume {target} or another --run-dir")
     torch_device = resolve_device(config.device)
+    if torch_device.type == "cpu":
+        # Two torch threads per process on shared cores collapsed the update 10-100x here (DESIGN.md); rollout
+        # workers already take the other cores.
+        torch.set_num_threads(1)
     if config.fewshot is not None:
         from .fewshot.train import prepare_fewshot, train_fewshot
 
