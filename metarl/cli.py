@@ -32,6 +32,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         errors.append(DataError)
     except ImportError:
         pass
+    from .evaluate import EvaluationError
+
+    errors.append(EvaluationError)
     return tuple(errors)
 
 
@@ -63,6 +66,101 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .eval_results import format_table, mismatched_settings
+    from .evaluate import evaluate_run
+
+    summary = evaluate_run(
+        args.run_dir,
+        checkpoint=args.checkpoint,
+        tasks=args.tasks,
+        steps=args.steps,
+        episodes=args.episodes,
+        seed=args.seed,
+        step_sizes=args.step_sizes,
+        backend=args.backend,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        baseline=args.baseline,
+        baseline_run=args.baseline_run,
+    )
+    print(format_table(summary))
+    others = mismatched_settings(summary)
+    if others:
+        print(f"note: {', '.join(others)} used other seed/tasks/episodes than the first method", file=sys.stderr)
+    print(f"results: {args.run_dir}/evaluation/")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .plot import output_paths, plot_adaptation, plot_training
+
+    name = "training.png" if args.training else "adaptation.png"
+    output = args.output or str(Path(args.runs[0]) / "evaluation" / name)
+    paths = output_paths(output, args.formats)
+    if args.training:
+        written = plot_training(args.runs, paths)
+    else:
+        methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+        written = plot_adaptation(args.runs, paths, methods)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_baseline_train(args: argparse.Namespace) -> int:
+    from .sb3_baselines import train_baseline
+
+    folder = train_baseline(
+        args.source, args.kind, args.timesteps, args.run_dir, seed=args.seed, progress=not args.no_progress
+    )
+    print(f"baseline folder: {folder}")
+    return 0
+
+
+def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
+    """``evaluate``, ``plot`` and ``baseline train``."""
+    ev = commands.add_parser("evaluate", help="measure fast adaptation on held-out tasks (returns after k steps)")
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by metarl train")
+    ev.add_argument("--checkpoint", help="iteration number or checkpoint file (default: the latest)")
+    ev.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
+    ev.add_argument("--steps", type=int, help="gradient steps (default 3, or the number of --step-sizes)")
+    ev.add_argument("--episodes", type=int, default=20, help="episodes per task and step (default 20)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the tasks and episodes (default 0)")
+    ev.add_argument(
+        "--step-sizes",
+        metavar="SPEC",
+        help="'paper' (lr, then lr/2) or comma-separated sizes (default: the trained maml.fast_lr for every step)",
+    )
+    ev.add_argument("--backend", choices=["ray", "local"], help="sampler backend (default: the run's)")
+    ev.add_argument("--workers", type=int, help="rollout workers (default: the run's)")
+    ev.add_argument("--ray-address", help="join this Ray cluster instead of starting a local Ray")
+    ev.add_argument("--baseline", choices=["random", "pretrained", "oracle"], help="evaluate a baseline instead")
+    ev.add_argument("--baseline-run", metavar="DIR", help="baseline folder (default: RUN_DIR/baselines/<kind>)")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    pl = commands.add_parser("plot", help="plot returns vs gradient steps (or --training curves) of runs")
+    pl.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (evaluated, or with progress.csv)")
+    pl.add_argument("-o", "--output", help="figure file, .png or .svg (default: RUN_DIR/evaluation/<plot>.png)")
+    pl.add_argument("--formats", help="write several formats, e.g. png,svg (suffix of -o replaced)")
+    pl.add_argument("--training", action="store_true", help="training curves from progress.csv instead")
+    pl.add_argument("--methods", help="only these methods, e.g. maml,oracle (default: all evaluated)")
+    pl.set_defaults(func=_cmd_plot)
+
+    bl = commands.add_parser("baseline", help="train SB3 PPO baselines (pretrained, oracle)")
+    bl_commands = bl.add_subparsers(dest="baseline_command", required=True, metavar="SUBCOMMAND")
+    tr = bl_commands.add_parser("train", help="train a PPO baseline into a run folder")
+    tr.add_argument("source", metavar="CONFIG_OR_RUN_DIR", help="experiment YAML or meta-training run folder")
+    tr.add_argument("--kind", choices=["pretrained", "oracle"], required=True, help="which baseline")
+    tr.add_argument("--timesteps", type=int, help="PPO env steps (default: the meta-training run's env steps)")
+    tr.add_argument("--run-dir", help="folder to create (default: RUN_DIR/baselines/<kind>)")
+    tr.add_argument("--seed", type=int, help="PPO seed (default: the config's seed)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_cmd_baseline_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metarl", description="Meta-train agents and measure fast adaptation on held-out tasks."
@@ -82,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     envs_cmd = commands.add_parser("envs", help="list the registered task-distribution environments")
     envs_cmd.set_defaults(func=_cmd_envs)
 
+    _add_evaluation_commands(commands)
     for register in _EXTRA_COMMANDS:
         register(commands)
     return parser

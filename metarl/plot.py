@@ -1,0 +1,168 @@
+"""``metarl plot``: adaptation curves (MAML paper, Fig. 5) and training curves, as PNG / SVG, headless.
+
+- Adaptation: average return vs number of gradient steps on held-out tasks, one line per run and method, with the
+  95% confidence band of ``summary.json``; a baseline evaluated at step 0 only (the oracle) is a flat dashed line.
+- Training (``--training``): average return before and after adaptation vs meta-iteration, and vs env steps, from
+  ``progress.csv``.
+
+Figures are drawn on a bare :class:`matplotlib.figure.Figure` (Agg canvas): no display, no pyplot global state.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError
+from .eval_results import read_summary
+from .evaluate import EvaluationError
+from .run_dir import read_progress, read_run_config
+
+FORMATS = ("png", "svg", "pdf")
+LABELS = {
+    "maml": "MAML",
+    "random": "random init + adaptation",
+    "pretrained": "pretrained (PPO) + adaptation",
+    "oracle": "oracle (PPO, observes the task)",
+}
+STYLES = {"maml": "-", "random": ":", "pretrained": "--", "oracle": "-."}
+
+
+def output_paths(output: str | Path, formats: str | None) -> list[Path]:
+    """Files to write: ``output`` itself (format from its suffix), or one per entry of ``formats`` ("png,svg")."""
+    output = Path(output)
+    if formats:
+        wanted = [f.strip().lower().lstrip(".") for f in formats.split(",") if f.strip()]
+    else:
+        wanted = [output.suffix.lower().lstrip(".")]
+    unknown = [f for f in wanted if f not in FORMATS]
+    if not wanted or unknown:
+        raise ConfigError(
+            f"plot format must be one of {', '.join(FORMATS)} (from -o's suffix or --formats), got "
+            f"{', '.join(unknown) or repr(output.suffix)}"
+        )
+    return [output.with_suffix(f".{fmt}") for fmt in wanted]
+
+
+def _env_id(run: Path) -> str:
+    try:
+        return read_run_config(run).env.id
+    except ConfigError:
+        return ""
+
+
+def _title(envs: Sequence[str], what: str) -> str:
+    names = sorted({e.split("/")[-1] for e in envs if e})
+    return f"{', '.join(names)}: {what}" if names else what
+
+
+def _check_run(run: Path) -> None:
+    if not run.is_dir():
+        raise ConfigError(f"run folder '{run}' does not exist")
+
+
+def load_evaluations(runs: Sequence[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(run, summary)`` for each run; ``EvaluationError`` naming a run without evaluation results."""
+    loaded = []
+    for run in map(Path, runs):
+        _check_run(run)
+        summary = read_summary(run / "evaluation")
+        if not summary["methods"]:
+            raise EvaluationError(f"run folder '{run}' has no evaluation results; run: metarl evaluate {run}")
+        loaded.append((run, summary))
+    return loaded
+
+
+def _save(fig: Any, paths: Sequence[Path]) -> list[Path]:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"Date": None} if path.suffix == ".svg" else None)
+    return list(paths)
+
+
+def plot_adaptation(
+    runs: Sequence[str | Path], paths: Sequence[Path], methods: Sequence[str] | None = None
+) -> list[Path]:
+    """Return vs gradient steps with 95% confidence bands, one line per (run, method); writes ``paths``."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    loaded = load_evaluations(runs)
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    max_step = max(max(r["step"] for e in s["methods"].values() for r in e["steps"]) for _, s in loaded)
+    max_step = max(max_step, 1)
+    colors = itertools.cycle(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"])
+    envs = []
+    for run, summary in loaded:
+        envs.append(summary.get("env_id") or _env_id(run))
+        for method, entry in summary["methods"].items():
+            if methods and method not in methods:
+                continue
+            rows = entry["steps"]
+            steps = [r["step"] for r in rows]
+            mean = [_num(r["mean"]) for r in rows]
+            low = [_num(r["ci95_low"]) for r in rows]
+            high = [_num(r["ci95_high"]) for r in rows]
+            if len(rows) == 1:  # evaluated without adaptation (oracle): a level line across the plot
+                steps, mean, low, high = [0, max_step], mean * 2, low * 2, high * 2
+            label = LABELS.get(method, method) if len(loaded) == 1 else f"{run.name}: {LABELS.get(method, method)}"
+            color = next(colors)
+            ax.plot(
+                steps, mean, STYLES.get(method, "-"), color=color, marker="o" if len(rows) > 1 else None, label=label
+            )
+            ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+    if not ax.lines:
+        raise EvaluationError(f"none of the methods {', '.join(methods or [])} has been evaluated in these runs")
+    ax.set_xlabel("number of gradient steps")
+    ax.set_ylabel("average return (held-out tasks)")
+    ax.set_xticks(range(max_step + 1))
+    ax.set_title(_title(envs, "return after fast adaptation"))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.text(0.99, 0.005, "shaded: 95% confidence interval over tasks", ha="right", va="bottom", fontsize="x-small")
+    return _save(fig, paths)
+
+
+def plot_training(runs: Sequence[str | Path], paths: Sequence[Path]) -> list[Path]:
+    """Return before/after adaptation vs iteration (left) and vs env steps (right), from ``progress.csv``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2, sharey=True)
+    envs = []
+    for run in map(Path, runs):
+        _check_run(run)
+        if not (run / "progress.csv").is_file():
+            raise EvaluationError(f"run folder '{run}' has no training progress (progress.csv)")
+        rows = read_progress(run)
+        if not rows:
+            raise EvaluationError(f"run folder '{run}' has an empty progress.csv")
+        envs.append(_env_id(run))
+        prefix = "" if len(runs) == 1 else f"{run.name}: "
+        color = None
+        for key, style, name in (("return_pre", "--", "before adaptation"), ("return_post", "-", "after adaptation")):
+            xs = [r["iteration"] for r in rows if key in r]
+            ys = [r[key] for r in rows if key in r]
+            steps = [r.get("env_steps", float("nan")) for r in rows if key in r]
+            (line,) = left.plot(xs, ys, style, color=color, label=prefix + name)
+            color = line.get_color()
+            right.plot(steps, ys, style, color=color, label=prefix + name)
+    from matplotlib.ticker import EngFormatter, MaxNLocator
+
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.xaxis.set_major_formatter(EngFormatter(sep=""))
+    left.set_xlabel("meta-iteration")
+    right.set_xlabel("environment steps")
+    left.set_ylabel("average return (training tasks)")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+    left.legend(fontsize="small")
+    fig.suptitle(_title(envs, "meta-training"))
+    return _save(fig, paths)
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
