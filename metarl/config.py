@@ -97,19 +97,47 @@ class LoggingConfig:
 
 @dataclass
 class FewShotConfig:
-    """Supervised few-shot problems (sinusoid regression, Omniglot N-way K-shot) served by the same learners."""
+    """Supervised few-shot problems (sinusoid regression, Omniglot N-way K-shot) served by the same learners.
+
+    Episodes: ``n_way`` classes (Omniglot), ``k_shot`` support and ``k_query`` query examples per class (sinusoid:
+    points per task). ``train_ways`` / ``train_shots`` change the training episodes only (ProtoNets train 60-way;
+    Reptile trains on more shots than it is tested on); ``None`` means the same as at test time. Inner loop:
+    ``inner_lr``, ``inner_steps`` (training) and ``eval_inner_steps`` (validation, and the default of evaluation);
+    ``inner_batch_size`` splits Reptile's inner steps into mini-batches of the support set. Outer loop: Adam with
+    ``outer_lr`` (multiplied by ``outer_lr_decay`` every ``outer_lr_decay_every`` iterations when that is > 0), or
+    Reptile's rule with a step size annealed linearly from ``reptile_outer_lr`` to ``reptile_outer_lr_final`` over
+    the run's ``iterations``. ``inner_lr_high``: Meta-SGD step sizes start uniform in ``[inner_lr, inner_lr_high]``.
+    Model: ``hidden`` units/filters (None: the paper's 40 for the sinusoid MLP, 64 for Conv4) and Conv4's
+    ``downsample``. ``vectorize``: batch tasks with ``torch.func.vmap`` (see ``benchmarks/fewshot.py``).
+    Data: ``data_dir`` (Omniglot zips or folders; relative paths are relative to the working directory),
+    ``download``, ``val_alphabets`` held out of the background set for validation.
+    """
 
     problem: Literal["sinusoid", "omniglot"] = "sinusoid"
     n_way: int = field(default=5, metadata=_range(2))
     k_shot: int = field(default=1, metadata=_range(1))
     k_query: int = field(default=15, metadata=_range(1))
+    train_ways: int | None = field(default=None, metadata=_range(2))
+    train_shots: int | None = field(default=None, metadata=_range(1))
     meta_batch_size: int = field(default=32, metadata=_range(1))
     inner_lr: float = field(default=0.4, metadata=_range(0))
+    inner_lr_high: float | None = field(default=None, metadata=_range(0))
     inner_steps: int = field(default=1, metadata=_range(0))
+    inner_batch_size: int | None = field(default=None, metadata=_range(1))
     eval_inner_steps: int = field(default=3, metadata=_range(0))
     outer_lr: float = field(default=1e-3, **_positive())
+    outer_lr_decay: float = field(default=0.5, metadata=_range(0, 1, low_open=True))
+    outer_lr_decay_every: int = field(default=0, metadata=_range(0))
+    reptile_outer_lr: float = field(default=1.0, metadata=_range(0))
+    reptile_outer_lr_final: float = field(default=0.0, metadata=_range(0))
+    matching_scale: float = field(default=1.0, **_positive())
+    hidden: int | None = field(default=None, metadata=_range(1))
+    downsample: Literal["maxpool", "stride"] = "maxpool"
+    vectorize: bool = True
     eval_tasks: int = field(default=600, metadata=_range(1))
     eval_every: int = field(default=1000, metadata=_range(1))
+    val_tasks: int = field(default=100, metadata=_range(1))
+    val_alphabets: int = field(default=5, metadata=_range(0))
     data_dir: str | None = None
     download: bool = False
 

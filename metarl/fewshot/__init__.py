@@ -5,6 +5,10 @@
 - ``omniglot``: ``Omniglot`` loader + array cache, ``OmniglotSplit``, ``OmniglotTasks`` episode sampler, ``DataError``.
 - ``models``: ``SinusoidMLP``, ``Conv4``; loss functions of ``(params, (x, y))`` for the functional learner.
 - ``metric``: prototypical and matching networks (loss/accuracy functions of ``(params, episode)``).
+- ``problem``: a config's ``fewshot`` section -> task streams, model factory and scoring (``build_problem``).
+- ``methods``: MAML / FOMAML / Meta-SGD / ANIL / Reptile / ProtoNet / MatchingNet on the shared learner.
+- ``train``: ``prepare_fewshot`` and ``train_fewshot`` (what ``metarl train`` runs for a few-shot config).
+- ``evaluate``: ``evaluate_fewshot`` (600 held-out test episodes, accuracy or MSE after 0..k steps, 95% CI).
 """
 
 from .metric import (

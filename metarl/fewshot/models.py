@@ -24,6 +24,9 @@ Params = dict[str, Tensor]
 Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Params, Batch], Tensor]
 
+DOWNSAMPLE = ("maxpool", "stride")
+"""How ``Conv4`` halves the resolution in each block: 2x2 max-pooling or a stride-2 convolution."""
+
 HEAD_PREFIX = "head."
 """Name prefix of the output layer's parameters (what ANIL adapts in its inner loop)."""
 
@@ -47,35 +50,57 @@ class SinusoidMLP(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """conv 3x3 (same padding) -> batch norm (batch statistics only) -> ReLU -> max-pool 2."""
+    """conv 3x3 (same padding) -> batch norm (batch statistics only) -> ReLU -> downsample by 2.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    ``downsample="maxpool"``: stride-1 conv then 2x2 max-pool (Vinyals et al.; Snell et al.). ``"stride"``: a stride-2
+    conv and no pooling (MAML's Omniglot network, ``--max_pool=False`` in its reference code), about 4x fewer
+    multiply-adds since each conv runs at the output resolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, downsample: str = "maxpool") -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        if downsample not in DOWNSAMPLE:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLE}, got {downsample!r}")
+        self.pool = downsample == "maxpool"
+        stride = 1 if self.pool else 2
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
         self.norm = nn.BatchNorm2d(out_channels, track_running_stats=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.max_pool2d(F.relu(self.norm(self.conv(x))), 2)
+        x = F.relu(self.norm(self.conv(x)))
+        return F.max_pool2d(x, 2) if self.pool else x
 
 
 class Conv4(nn.Module):
     """The standard few-shot backbone (Vinyals et al. 2016; Finn et al. 2017; Snell et al. 2017).
 
-    Four ``ConvBlock``s of ``hidden`` filters; a 28x28 input becomes a ``hidden``-d embedding (28->14->7->3->1). With
-    ``n_way`` set, a linear ``head`` maps the embedding to ``n_way`` logits (MAML family); with ``n_way=None`` there
-    is no head and the model is an embedding network (metric baselines).
+    Four ``ConvBlock``s of ``hidden`` filters. With max-pooling a 28x28 input becomes a ``hidden``-d embedding
+    (28->14->7->3->1, flattened); with strided convs (MAML's Omniglot net) 28->14->7->4->2, then the spatial mean, as in
+    MAML's reference code, so the embedding is ``hidden``-d too. With ``n_way`` set, a linear ``head`` maps the
+    embedding to ``n_way`` logits (MAML family); with ``n_way=None`` there is no head and the model is an embedding
+    network (metric baselines). Parameter names are the same for both downsampling modes.
     """
 
-    def __init__(self, n_way: int | None, in_channels: int = 1, hidden: int = 64, image_size: int = 28) -> None:
+    def __init__(
+        self,
+        n_way: int | None,
+        in_channels: int = 1,
+        hidden: int = 64,
+        image_size: int = 28,
+        downsample: str = "maxpool",
+    ) -> None:
         super().__init__()
         self.n_way = n_way
-        self.features = nn.Sequential(*[ConvBlock(in_channels if i == 0 else hidden, hidden) for i in range(4)])
+        self.downsample = downsample
+        self.features = nn.Sequential(
+            *[ConvBlock(in_channels if i == 0 else hidden, hidden, downsample) for i in range(4)]
+        )
         side = image_size
         for _ in range(4):
-            side //= 2
+            side = side // 2 if downsample == "maxpool" else (side + 1) // 2
         if side < 1:
             raise ValueError(f"image_size {image_size} is too small for four 2x2 poolings")
-        self.embed_dim = hidden * side * side
+        self.embed_dim = hidden * side * side if downsample == "maxpool" else hidden
         self.head = nn.Linear(self.embed_dim, n_way) if n_way else None
 
     def forward(self, x: Tensor, embed_only: bool = False) -> Tensor:
@@ -88,7 +113,8 @@ class Conv4(nn.Module):
             raise ValueError(
                 f"Conv4 takes one set of images [N, C, H, W], got shape {tuple(x.shape)}; call it per task (or vmap)"
             )
-        z = self.features(x).flatten(1)
+        features = self.features(x)
+        z = features.flatten(1) if self.downsample == "maxpool" else features.mean(dim=(2, 3))
         if embed_only:
             return z
         if self.head is None:

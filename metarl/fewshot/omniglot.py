@@ -73,11 +73,23 @@ _CORRUPT_HINT = (
 
 
 class DataError(RuntimeError):
-    """Omniglot data (or its cache) is missing, corrupt or unusable; the message names the path and the fix."""
+    """Omniglot data (or its cache) is missing, corrupt or unusable; the message names the path and the fix.
+
+    ``problem`` (what is wrong, with the path) and ``hint`` (the fix) are kept apart too, so a caller with its own
+    way of naming the data folder (``metarl train``: ``--set fewshot.data_dir=PATH``) can restate the fix.
+    ``kind`` is ``"missing"``, ``"corrupt"`` or ``"download"``.
+    """
+
+    def __init__(self, message: str, problem: str | None = None, hint: str = "", kind: str = "missing") -> None:
+        super().__init__(message)
+        self.problem = problem if problem is not None else message
+        self.hint = hint
+        self.kind = kind
 
 
 def _error(problem: str, hint: str = _FIX_HINT) -> DataError:
-    return DataError(f"{problem}. {hint}")
+    kind = "missing" if hint == _FIX_HINT else "corrupt" if hint == _CORRUPT_HINT else "download"
+    return DataError(f"{problem}. {hint}", problem=problem, hint=hint, kind=kind)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

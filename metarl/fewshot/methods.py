@@ -1,0 +1,269 @@
+"""The seven few-shot methods as configurations of one learner (or, for the metric baselines, of none).
+
+- ``maml`` / ``fomaml`` / ``metasgd`` / ``anil``: :class:`GradientMethod`, the shared
+  :class:`metarl.learners.GradientLearner` (second order; ``first_order``; learned per-parameter step sizes;
+  ``adapt_keys=("head",)``) inside the MAML objective, minimised by Adam.
+- ``reptile``: :class:`ReptileMethod`, the same learner's first-order ``adapt`` over mini-batches of the support set,
+  then :func:`metarl.learners.reptile_update` with a linearly annealed outer step size (Nichol et al. 2018).
+- ``protonet`` / ``matchingnet``: :class:`MetricMethod`, Adam on the episode loss of :mod:`metarl.fewshot.metric`.
+
+Every method has the same surface for the training loop and the evaluation: ``train_step(batch, iteration)`` (one
+meta-iteration, returns ``{"loss", "metric", "lr"}``), ``adaptation_curve(batch, steps)`` (per-task metric after
+0..steps inner steps, ``[tasks, steps + 1]``; metric baselines ``[tasks, 1]``) and ``state_dict`` /
+``load_state_dict`` (model, Meta-SGD step sizes, optimizer); ``query_loss(batch)`` scores without updating.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ..config import Config
+from ..learners import GradientLearner, map_tasks, reptile_update
+from .metric import episode_logits
+from .models import classification_loss, regression_loss
+from .problem import METRIC_ALGORITHMS, FewShotProblem
+from .tasks import FewShotBatch
+
+EVAL_CHUNK = 50
+"""Tasks adapted together in ``adaptation_curve`` (bounds memory with ``vmap``)."""
+
+
+def _step_lr(base: float, decay: float, every: int, iteration: int) -> float:
+    """Step decay: ``base * decay ** (iteration // every)`` (constant when ``every`` is 0); a function of the
+    iteration only, so a resumed run follows the same schedule without scheduler state."""
+    return base * decay ** (iteration // every) if every > 0 else base
+
+
+class GradientMethod:
+    """MAML (second order), FOMAML, Meta-SGD or ANIL: the shared learner in the MAML objective, Adam outside."""
+
+    def __init__(
+        self, config: Config, problem: FewShotProblem, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> None:
+        fs, algorithm = config.fewshot, config.algorithm
+        self.config, self.problem, self.score = config, problem, problem.score
+        self.model: nn.Module = problem.make_model().to(device=device, dtype=dtype)
+        params = dict(self.model.named_parameters())
+        self.vectorize = fs.vectorize
+        if algorithm == "metasgd":
+            self.learner = GradientLearner.meta_sgd(params, fs.inner_lr, num_steps=fs.inner_steps)
+            if fs.inner_lr_high is not None:  # Li et al. 2017: step sizes start at random in [0.005, 0.1]
+                with torch.no_grad():
+                    for lrs in self.learner.meta_parameters():
+                        lrs.uniform_(fs.inner_lr, fs.inner_lr_high)
+        else:
+            self.learner = GradientLearner(
+                inner_lr=fs.inner_lr,
+                num_steps=fs.inner_steps,
+                first_order=algorithm in ("fomaml", "reptile"),
+                adapt_keys=("head",) if algorithm == "anil" else None,
+            )
+        self.inner_loss = regression_loss(self.model) if problem.metric == "mse" else classification_loss(self.model)
+        self.optimizer: torch.optim.Optimizer | None = self._make_optimizer(params)
+
+    def _make_optimizer(self, params: dict[str, Tensor]) -> torch.optim.Optimizer | None:
+        trainable = list(params.values()) + self.learner.meta_parameters()
+        return torch.optim.Adam(trainable, lr=self.config.fewshot.outer_lr)
+
+    def params(self) -> dict[str, Tensor]:
+        """The model's parameters (the tensors the optimizer steps)."""
+        return dict(self.model.named_parameters())
+
+    def objective(self, batch: FewShotBatch) -> tuple[Tensor, Tensor]:
+        """``(loss, metric)``: mean over tasks of the query loss/metric after adapting on the support set.
+
+        The loss is differentiable in the model parameters (through the inner steps unless first order) and in the
+        Meta-SGD step sizes; this is what the meta-gradient tests check against finite differences.
+        """
+        params, model, score, learner, inner = self.params(), self.model, self.score, self.learner, self.inner_loss
+        vec = self.vectorize
+
+        def one(support: tuple[Tensor, Tensor], query: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            adapted = learner.adapt(params, inner, support, functional=vec)
+            return score(functional_call(model, adapted, (query[0],)), query[1])
+
+        loss, metric = map_tasks(one, batch.support(), batch.query(), vectorize=vec)
+        return loss.mean(), metric.mean()
+
+    def query_loss(self, batch: FewShotBatch) -> tuple[float, float]:
+        """``(loss, metric)`` on the query sets after the training inner loop, without updating anything."""
+        loss, metric = self.objective(batch)
+        return float(loss.detach()), float(metric)
+
+    def current_lr(self, iteration: int) -> float:
+        fs = self.config.fewshot
+        return _step_lr(fs.outer_lr, fs.outer_lr_decay, fs.outer_lr_decay_every, iteration)
+
+    def train_step(self, batch: FewShotBatch, iteration: int) -> dict[str, float]:
+        """One Adam step on the meta-objective of ``batch``."""
+        lr = self.current_lr(iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, metric = self.objective(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach()), "metric": float(metric), "lr": lr}
+
+    def adaptation_curve(self, batch: FewShotBatch, steps: int) -> np.ndarray:
+        """Per-task query metric after 0, 1, ..., ``steps`` inner steps on the support set (no meta-gradient)."""
+        params = {n: p.detach() for n, p in self.params().items()}
+        model, score, learner, inner, vec = self.model, self.score, self.learner, self.inner_loss, self.vectorize
+
+        def one(support: tuple[Tensor, Tensor], query: tuple[Tensor, Tensor]) -> Tensor:
+            adapted, values = params, []
+            for step in range(steps + 1):
+                values.append(score(functional_call(model, adapted, (query[0],)), query[1])[1])
+                if step < steps:
+                    adapted = learner.adapt(adapted, inner, support, num_steps=1, create_graph=False, functional=vec)
+            return torch.stack(values)
+
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(batch), EVAL_CHUNK):
+                part = batch[start : start + EVAL_CHUNK]
+                chunks.append(map_tasks(one, part.support(), part.query(), vectorize=vec).double().cpu().numpy())
+        return np.concatenate(chunks)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": {n: p.detach().clone() for n, p in self.params().items()},
+            "learner": self.learner.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.learner.load_state_dict(state["learner"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+class ReptileMethod(GradientMethod):
+    """Reptile: first-order adaptation with the shared learner, then ``reptile_update`` (no Adam outside).
+
+    Inner loop (Nichol et al. 2018, ``supervised-reptile``): ``inner_steps`` steps, each on the next
+    ``inner_batch_size`` examples of the task's support set, reshuffled every pass (with ``train_shots`` examples per
+    class, more than at test time). Outer step size: linear from ``reptile_outer_lr`` at iteration 0 to
+    ``reptile_outer_lr_final`` at the last iteration. The inner steps are plain SGD with ``inner_lr`` (the learner's
+    rule; the paper's inner loop is Adam with beta1 = 0).
+    """
+
+    def _make_optimizer(self, params: dict[str, Tensor]) -> None:
+        return None
+
+    def current_lr(self, iteration: int) -> float:
+        fs, total = self.config.fewshot, max(self.config.iterations, 1)
+        frac = iteration / total
+        return (1.0 - frac) * fs.reptile_outer_lr + frac * fs.reptile_outer_lr_final
+
+    def _minibatches(self, n: int, iteration: int, task: int) -> list[np.ndarray]:
+        """Indices of each inner step's mini-batch: consecutive slices of reshuffled passes over ``n`` examples."""
+        from ..train import derived_seed
+
+        size = self.config.fewshot.inner_batch_size or n
+        steps = self.learner.num_steps
+        rng = np.random.default_rng(derived_seed(self.config.seed, iteration, 1, task))
+        passes = -(-steps * size // n)
+        order = np.concatenate([rng.permutation(n) for _ in range(passes)])
+        return [order[i * size : (i + 1) * size] for i in range(steps)]
+
+    def train_step(self, batch: FewShotBatch, iteration: int) -> dict[str, float]:
+        params = {n: p.detach() for n, p in self.params().items()}
+        adapted_list, losses, metrics = [], [], []
+        for i in range(len(batch)):
+            x, y = batch.support(i)
+            adapted = params
+            for index in self._minibatches(x.shape[0], iteration, i):
+                idx = torch.as_tensor(index, device=x.device)
+                adapted = self.learner.adapt(adapted, self.inner_loss, (x[idx], y[idx]), num_steps=1)
+                adapted = {n: v.detach() for n, v in adapted.items()}
+            adapted_list.append(adapted)
+            with torch.no_grad():
+                qx, qy = batch.query(i)
+                loss, metric = self.score(functional_call(self.model, adapted, (qx,)), qy)
+            losses.append(float(loss))
+            metrics.append(float(metric))
+        lr = self.current_lr(iteration)
+        new = reptile_update(params, adapted_list, lr)
+        with torch.no_grad():
+            for name, p in self.params().items():
+                p.copy_(new[name])
+        return {"loss": float(np.mean(losses)), "metric": float(np.mean(metrics)), "lr": lr}
+
+
+class MetricMethod:
+    """Prototypical or matching networks: Adam on the query cross entropy of whole episodes (no inner loop)."""
+
+    def __init__(
+        self, config: Config, problem: FewShotProblem, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.config, self.problem = config, problem
+        self.kind = "proto" if config.algorithm == "protonet" else "matching"
+        self.scale = config.fewshot.matching_scale
+        self.model: nn.Module = problem.make_model().to(device=device, dtype=dtype)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.fewshot.outer_lr)
+
+    def current_lr(self, iteration: int) -> float:
+        fs = self.config.fewshot
+        return _step_lr(fs.outer_lr, fs.outer_lr_decay, fs.outer_lr_decay_every, iteration)
+
+    def _logits(self, episode: tuple[Tensor, ...], n_way: int) -> tuple[Tensor, Tensor]:
+        params = dict(self.model.named_parameters())
+        logits, labels = episode_logits(self.model, params, episode, n_way, self.kind, self.scale)
+        return logits.reshape(-1, n_way), labels.reshape(-1)
+
+    def train_step(self, batch: FewShotBatch, iteration: int) -> dict[str, float]:
+        lr = self.current_lr(iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        logits, labels = self._logits(batch.episode(), self.problem.train_ways)
+        loss, metric = self.problem.score(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach()), "metric": float(metric), "lr": lr}
+
+    def query_loss(self, batch: FewShotBatch) -> tuple[float, float]:
+        """``(loss, accuracy)`` of test-way episodes (``n_way``), without updating anything."""
+        with torch.no_grad():
+            loss, metric = self.problem.score(*self._logits(batch.episode(), self.problem.n_way))
+        return float(loss), float(metric)
+
+    def adaptation_curve(self, batch: FewShotBatch, steps: int = 0) -> np.ndarray:
+        """Per-task query accuracy ``[tasks, 1]`` (nothing adapts: ``steps`` is ignored)."""
+        out = np.zeros((len(batch), 1))
+        with torch.no_grad():
+            for i in range(len(batch)):
+                logits, labels = self._logits(batch.episode(i), self.problem.n_way)
+                out[i, 0] = float(self.problem.score(logits, labels)[1])
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": {n: p.detach().clone() for n, p in self.model.named_parameters()},
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+Method = GradientMethod | ReptileMethod | MetricMethod
+
+
+def build_method(
+    config: Config, problem: FewShotProblem, device: torch.device, dtype: torch.dtype = torch.float32
+) -> Method:
+    """The method of ``config.algorithm`` with a freshly initialised model (seed torch first for a fixed init)."""
+    if config.algorithm in METRIC_ALGORITHMS:
+        return MetricMethod(config, problem, device, dtype)
+    if config.algorithm == "reptile":
+        return ReptileMethod(config, problem, device, dtype)
+    return GradientMethod(config, problem, device, dtype)
