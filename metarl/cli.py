@@ -66,16 +66,52 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fewshot_run(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a few-shot run (its config has a ``fewshot`` section); False when unreadable,
+    so the meta-RL evaluation reports the problem with its own message."""
+    from .config import ConfigError
+    from .run_dir import read_run_config
+
+    try:
+        return read_run_config(run_dir).fewshot is not None
+    except (ConfigError, OSError, ValueError):
+        return False
+
+
+def _cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .fewshot.evaluate import evaluate_fewshot, format_summary
+
+    rl_only = {
+        "--episodes": args.episodes,
+        "--step-sizes": args.step_sizes,
+        "--backend": args.backend,
+        "--workers": args.workers,
+        "--ray-address": args.ray_address,
+        "--baseline": args.baseline,
+        "--baseline-run": args.baseline_run,
+    }
+    given = [name for name, value in rl_only.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply to meta-RL runs only; '{args.run_dir}' is a few-shot run")
+    summary = evaluate_fewshot(args.run_dir, args.checkpoint, args.tasks, args.steps, args.seed)
+    print(format_summary(summary))
+    print(f"results: {args.run_dir}/evaluation/")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if _fewshot_run(args.run_dir):
+        return _cmd_evaluate_fewshot(args)
     from .eval_results import format_table, mismatched_settings
     from .evaluate import evaluate_run
 
     summary = evaluate_run(
         args.run_dir,
         checkpoint=args.checkpoint,
-        tasks=args.tasks,
+        tasks=40 if args.tasks is None else args.tasks,
         steps=args.steps,
-        episodes=args.episodes,
+        episodes=20 if args.episodes is None else args.episodes,
         seed=args.seed,
         step_sizes=args.step_sizes,
         backend=args.backend,
@@ -125,9 +161,11 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser("evaluate", help="measure fast adaptation on held-out tasks (returns after k steps)")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by metarl train")
     ev.add_argument("--checkpoint", help="iteration number or checkpoint file (default: the latest)")
-    ev.add_argument("--tasks", type=int, default=40, help="held-out tasks (default 40)")
-    ev.add_argument("--steps", type=int, help="gradient steps (default 3, or the number of --step-sizes)")
-    ev.add_argument("--episodes", type=int, default=20, help="episodes per task and step (default 20)")
+    ev.add_argument("--tasks", type=int, help="held-out tasks (default 40; few-shot runs: fewshot.eval_tasks, 600)")
+    ev.add_argument(
+        "--steps", type=int, help="gradient steps (default 3, or the number of --step-sizes; few-shot: the config's)"
+    )
+    ev.add_argument("--episodes", type=int, help="episodes per task and step (default 20; meta-RL only)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the tasks and episodes (default 0)")
     ev.add_argument(
         "--step-sizes",

@@ -28,6 +28,7 @@ LABELS = {
     "oracle": "oracle (PPO, observes the task)",
 }
 STYLES = {"maml": "-", "random": ":", "pretrained": "--", "oracle": "-."}
+YLABELS = {"return": "average return", "accuracy": "accuracy", "mse": "mean squared error"}
 
 
 def output_paths(output: str | Path, formats: str | None) -> list[Path]:
@@ -117,9 +118,12 @@ def plot_adaptation(
     if not ax.lines:
         raise EvaluationError(f"none of the methods {', '.join(methods or [])} has been evaluated in these runs")
     ax.set_xlabel("number of gradient steps")
-    ax.set_ylabel("average return (held-out tasks)")
+    metrics = {summary.get("metric", "return") for _, summary in loaded}
+    ax.set_ylabel(
+        f"{YLABELS.get(metrics.pop(), 'value')} (held-out tasks)" if len(metrics) == 1 else "value (held-out tasks)"
+    )
     ax.set_xticks(range(max_step + 1))
-    ax.set_title(_title(envs, "return after fast adaptation"))
+    ax.set_title(_title(envs, f"{next(iter(metrics), 'return') if metrics else 'value'} after fast adaptation"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.text(0.99, 0.005, "shaded: 95% confidence interval over tasks", ha="right", va="bottom", fontsize="x-small")
@@ -140,6 +144,8 @@ def plot_training(runs: Sequence[str | Path], paths: Sequence[Path]) -> list[Pat
         rows = read_progress(run)
         if not rows:
             raise EvaluationError(f"run folder '{run}' has an empty progress.csv")
+        if "return_pre" not in rows[0] and "loss" in rows[0]:  # a few-shot run: loss and validation metric
+            return _plot_fewshot_training(runs, paths)
         envs.append(_env_id(run))
         prefix = "" if len(runs) == 1 else f"{run.name}: "
         color = None
@@ -162,6 +168,17 @@ def plot_training(runs: Sequence[str | Path], paths: Sequence[Path]) -> list[Pat
     left.legend(fontsize="small")
     fig.suptitle(_title(envs, "meta-training"))
     return _save(fig, paths)
+
+
+def _plot_fewshot_training(runs: Sequence[str | Path], paths: Sequence[Path]) -> list[Path]:
+    """Training curves of few-shot runs (loss, validation metric); every run must be a few-shot one."""
+    from .fewshot.figures import plot_training as plot_fewshot
+
+    for run in map(Path, runs):
+        rows = read_progress(run)
+        if not rows or "loss" not in rows[0] or "return_pre" in rows[0]:
+            raise EvaluationError(f"run folder '{run}' is not a few-shot run; plot few-shot and meta-RL runs apart")
+    return [plot_fewshot(runs, path) for path in paths]
 
 
 def _num(value: Any) -> float:
