@@ -21,8 +21,10 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the key and the problem."""
 
 
-def _range(low: float | None = None, high: float | None = None, *, low_open: bool = False) -> dict:
-    return {"low": low, "high": high, "low_open": low_open}
+def _range(
+    low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False
+) -> dict:
+    return {"low": low, "high": high, "low_open": low_open, "high_open": high_open}
 
 
 def _positive() -> dict:
@@ -103,7 +105,9 @@ class FewShotConfig:
     points per task). ``train_ways`` / ``train_shots`` change the training episodes only (ProtoNets train 60-way;
     Reptile trains on more shots than it is tested on); ``None`` means the same as at test time. Inner loop:
     ``inner_lr``, ``inner_steps`` (training) and ``eval_inner_steps`` (validation, and the default of evaluation);
-    ``inner_batch_size`` splits Reptile's inner steps into mini-batches of the support set. Outer loop: Adam with
+    ``inner_batch_size`` splits Reptile's inner steps into mini-batches of the support set. ``inner_rule``: plain
+    gradient steps (``sgd``) or Adam (``adam``, with ``inner_adam_beta1``, beta2 0.999; Reptile's published inner
+    loop is Adam with beta1 = 0); not with Meta-SGD's learned step sizes. Outer loop: Adam with
     ``outer_lr`` (multiplied by ``outer_lr_decay`` every ``outer_lr_decay_every`` iterations when that is > 0), or
     Reptile's rule with a step size annealed linearly from ``reptile_outer_lr`` to ``reptile_outer_lr_final`` over
     the run's ``iterations``. ``inner_lr_high``: Meta-SGD step sizes start uniform in ``[inner_lr, inner_lr_high]``.
@@ -124,6 +128,8 @@ class FewShotConfig:
     inner_lr_high: float | None = field(default=None, metadata=_range(0))
     inner_steps: int = field(default=1, metadata=_range(0))
     inner_batch_size: int | None = field(default=None, metadata=_range(1))
+    inner_rule: Literal["sgd", "adam"] = "sgd"
+    inner_adam_beta1: float = field(default=0.0, metadata=_range(0, 1, high_open=True))
     eval_inner_steps: int = field(default=3, metadata=_range(0))
     outer_lr: float = field(default=1e-3, **_positive())
     outer_lr_decay: float = field(default=0.5, metadata=_range(0, 1, low_open=True))
@@ -191,7 +197,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if value in typing.get_args(tp) and type(value) is not bool:
             return value
     elif origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
+        if value is None and len(options) < len(typing.get_args(tp)):
+            return None
+        if len(options) == 1:  # X | None: X's own, precise message (e.g. a nested key out of range)
+            return _convert(value, options[0], key)
+        for option in options:
             try:
                 return _convert(value, option, key)
             except ConfigError:
@@ -223,9 +234,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 def _check_range(value: Any, bounds: dict, key: str) -> None:
     low, high = bounds.get("low"), bounds.get("high")
     too_low = low is not None and (value <= low if bounds.get("low_open") else value < low)
-    if too_low or (high is not None and value > high):
+    too_high = high is not None and (value >= high if bounds.get("high_open") else value > high)
+    if too_low or too_high:
         left = "(" if bounds.get("low_open") else "["
-        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        right = ")" if bounds.get("high_open") else "]"
+        interval = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
         raise ConfigError(f"config key '{key}': {value!r} is out of range {interval}")
 
 

@@ -14,7 +14,13 @@ second order), or with the inner gradient detached (first-order MAML / Reptile: 
   through unchanged;
 - Meta-SGD: ``GradientLearner.meta_sgd(params, inner_lr)`` learns one step size per parameter entry
   (``inner_lrs``, meta-parameters shaped like the params, initialised to ``inner_lr``);
-- Reptile: first-order adaptation plus :func:`reptile_update` as the outer rule.
+- Reptile: first-order adaptation plus :func:`reptile_update` as the outer rule; ``inner_rule="adam"`` gives its
+  published inner loop (Adam with beta1 = 0, Nichol et al. 2018) in place of plain gradient steps.
+
+Inner rules: ``"sgd"`` (``p - lr * g``) or ``"adam"`` (``p - lr * m_hat / (sqrt(v_hat) + eps)``, with Adam's moment
+estimates carried across the steps of one adaptation and reset for every task). :meth:`GradientLearner.adapt_steps`
+takes one batch per step (Reptile's mini-batches) and returns the rule's state, so an evaluation that scores after
+every step continues the same Adam trajectory instead of restarting it.
 
 Many tasks: :meth:`GradientLearner.adapt_many` and :func:`map_tasks` loop over tasks by default, or batch them with
 ``torch.func.vmap`` (``vectorize=True``). Measured on the shared 2-core CPU (``benchmarks/learner.py``, results in
@@ -35,6 +41,9 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Params, Any], Tensor]
+InnerState = dict[str, Any]
+"""State of an inner rule across steps: ``{"t": steps taken, "m": first moments, "v": second moments}`` (Adam)."""
+INNER_RULES = ("sgd", "adam")
 
 
 def index_task(batch: Any, i: int) -> Any:
@@ -75,6 +84,8 @@ class GradientLearner:
         (``"head"`` matches ``"head.weight"``). ``None`` adapts everything.
     inner_lrs: Meta-SGD step sizes, ``{name: tensor shaped like params[name]}`` for every adapted name.
     vectorize: default for :meth:`adapt_many` / :meth:`meta_loss` (False: loop over tasks, measured faster on CPU).
+    inner_rule: ``"sgd"`` or ``"adam"`` (see the module docstring); ``adam_betas`` and ``adam_eps`` configure Adam
+        (Reptile's published inner loop uses betas (0, 0.999)).
     """
 
     def __init__(
@@ -85,9 +96,21 @@ class GradientLearner:
         adapt_keys: Sequence[str] | None = None,
         inner_lrs: Params | None = None,
         vectorize: bool = False,
+        inner_rule: str = "sgd",
+        adam_betas: tuple[float, float] = (0.0, 0.999),
+        adam_eps: float = 1e-8,
     ) -> None:
         if num_steps < 0:
             raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+        if inner_rule not in INNER_RULES:
+            raise ValueError(f"inner_rule must be one of {', '.join(INNER_RULES)}, got {inner_rule!r}")
+        if inner_rule == "adam" and inner_lrs is not None:
+            raise ValueError("learned per-parameter step sizes (Meta-SGD) scale plain gradient steps: use 'sgd'")
+        if not (0.0 <= adam_betas[0] < 1.0 and 0.0 <= adam_betas[1] < 1.0) or adam_eps <= 0:
+            raise ValueError(f"adam_betas must lie in [0, 1) and adam_eps > 0, got {adam_betas} and {adam_eps}")
+        self.inner_rule = inner_rule
+        self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
+        self.adam_eps = float(adam_eps)
         self.inner_lr, self.num_steps, self.first_order = float(inner_lr), int(num_steps), bool(first_order)
         self.adapt_keys = tuple(adapt_keys) if adapt_keys is not None else None
         self.inner_lrs = inner_lrs
@@ -97,6 +120,8 @@ class GradientLearner:
     def meta_sgd(cls, params: Params, inner_lr: float = 0.1, **kwargs: Any) -> GradientLearner:
         """A Meta-SGD learner: per-entry step sizes for the adapted params, initialised to ``inner_lr``."""
         learner = cls(inner_lr=inner_lr, **kwargs)
+        if learner.inner_rule != "sgd":
+            raise ValueError("learned per-parameter step sizes (Meta-SGD) scale plain gradient steps: use 'sgd'")
         learner.inner_lrs = {
             name: torch.full_like(params[name], inner_lr).detach().requires_grad_(True)
             for name in learner.adapted_names(params)
@@ -137,22 +162,65 @@ class GradientLearner:
         inner_lrs: override of the Meta-SGD step sizes (e.g. views into a flat meta-parameter vector).
         functional: take inner gradients with ``torch.func.grad`` (required inside ``torch.func.vmap``).
         """
+        count = len(step_sizes) if step_sizes is not None else (self.num_steps if num_steps is None else int(num_steps))
+        adapted, _ = self.adapt_steps(
+            params,
+            loss_fn,
+            [batch] * count,
+            step_sizes,
+            create_graph=create_graph,
+            inner_lrs=inner_lrs,
+            functional=functional,
+        )
+        return adapted
+
+    def adapt_steps(
+        self,
+        params: Params,
+        loss_fn: LossFn,
+        batches: Sequence[Any],
+        step_sizes: Sequence[float] | None = None,
+        *,
+        state: InnerState | None = None,
+        create_graph: bool | None = None,
+        inner_lrs: Params | None = None,
+        functional: bool = False,
+    ) -> tuple[Params, InnerState | None]:
+        """One inner step per entry of ``batches``; returns the adapted params and the inner rule's state.
+
+        step_sizes: one per batch (default ``inner_lr`` for every step). state: what an earlier call returned, to
+        continue its Adam trajectory (``None``: a fresh start); the SGD rule has no state and returns ``None``.
+        Other arguments as in :meth:`adapt`.
+        """
         lrs = inner_lrs if inner_lrs is not None else self.inner_lrs
         if lrs is not None and step_sizes is not None:
             raise ValueError("step_sizes cannot be combined with learned per-parameter step sizes (Meta-SGD)")
-        if step_sizes is not None:
-            schedule = [float(s) for s in step_sizes]
-        else:
-            schedule = [self.inner_lr] * (self.num_steps if num_steps is None else int(num_steps))
+        schedule = [self.inner_lr] * len(batches) if step_sizes is None else [float(s) for s in step_sizes]
+        if len(schedule) != len(batches):
+            raise ValueError(f"got {len(schedule)} step sizes for {len(batches)} batches")
         graph = (not self.first_order) if create_graph is None else bool(create_graph)
         names = self.adapted_names(params)
         adapted = dict(params)
-        for lr in schedule:
+        for lr, batch in zip(schedule, batches, strict=True):
             grads = _inner_grads(loss_fn, adapted, batch, names, graph, functional)
+            if self.inner_rule == "adam":
+                grads, state = self._adam_directions(grads, state)
             for name in names:
                 step = lrs[name] if lrs is not None else lr
                 adapted[name] = adapted[name] - step * grads[name]
-        return adapted
+        return adapted, state
+
+    def _adam_directions(self, grads: Params, state: InnerState | None) -> tuple[Params, InnerState]:
+        """Adam's bias-corrected step direction ``m_hat / (sqrt(v_hat) + eps)`` per name, and the updated state."""
+        beta1, beta2 = self.adam_betas
+        t = 1 if state is None else int(state["t"]) + 1
+        m_old = state["m"] if state is not None else {n: torch.zeros_like(g) for n, g in grads.items()}
+        v_old = state["v"] if state is not None else {n: torch.zeros_like(g) for n, g in grads.items()}
+        m = {n: beta1 * m_old[n] + (1.0 - beta1) * g for n, g in grads.items()}
+        v = {n: beta2 * v_old[n] + (1.0 - beta2) * g * g for n, g in grads.items()}
+        c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
+        directions = {n: (m[n] / c1) / (torch.sqrt(v[n] / c2) + self.adam_eps) for n in grads}
+        return directions, {"t": t, "m": m, "v": v}
 
     def adapt_many(
         self,
@@ -203,12 +271,18 @@ class GradientLearner:
             "first_order": self.first_order,
             "adapt_keys": self.adapt_keys,
             "inner_lrs": lrs,
+            "inner_rule": self.inner_rule,
+            "adam_betas": list(self.adam_betas),
+            "adam_eps": self.adam_eps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (step sizes copied in place when they already exist)."""
         self.inner_lr, self.num_steps = float(state["inner_lr"]), int(state["num_steps"])
         self.first_order, self.adapt_keys = bool(state["first_order"]), state["adapt_keys"]
+        self.inner_rule = str(state.get("inner_rule", "sgd"))  # checkpoints written before the rule existed: SGD
+        self.adam_betas = tuple(float(b) for b in state.get("adam_betas", self.adam_betas))
+        self.adam_eps = float(state.get("adam_eps", self.adam_eps))
         saved = state["inner_lrs"]
         if saved is None:
             self.inner_lrs = None
@@ -242,7 +316,7 @@ def _inner_grads(
 def reptile_update(params: Params, adapted_list: Sequence[Params], outer_lr: float) -> Params:
     """Reptile's outer rule: ``params + outer_lr * mean_i(adapted_i - params)`` (Nichol et al. 2018), detached.
 
-    The adapted params come from the same :meth:`GradientLearner.adapt` (first order, k SGD steps per task).
+    The adapted params come from the same :meth:`GradientLearner.adapt_steps` (first order, k steps per task).
     """
     if not adapted_list:
         raise ValueError("reptile_update needs at least one adapted parameter dict")

@@ -178,6 +178,7 @@ OMNIGLOT_SETTINGS = {
     "metasgd": {},
     "anil": {"inner_lr": 1.0},
     "reptile": {"inner_steps": 3, "train_shots": 2, "inner_batch_size": 5},
+    "reptile-adam": {"inner_steps": 3, "train_shots": 2, "inner_batch_size": 5, "inner_rule": "adam", "inner_lr": 0.01},
     "protonet": {"train_ways": 8},
     "matchingnet": {"matching_scale": 10.0},
 }
@@ -186,7 +187,7 @@ OMNIGLOT_SETTINGS = {
 @pytest.mark.parametrize("algorithm", sorted(OMNIGLOT_SETTINGS))
 def test_classifiers_improve_on_synthetic_omniglot(algorithm, synth):
     """Query loss on held-out (evaluation-alphabet) episodes drops after 30 meta-iterations."""
-    config = config_from_dict(omniglot_config(algorithm, synth, **OMNIGLOT_SETTINGS[algorithm]))
+    config = config_from_dict(omniglot_config(algorithm.split("-")[0], synth, **OMNIGLOT_SETTINGS[algorithm]))
     problem = build_problem(config)
     held_out = problem.test.fixed(30, seed=7)
     torch.manual_seed(0)

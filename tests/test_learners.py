@@ -203,3 +203,50 @@ def test_reptile_reuses_first_order_adapt_with_k_sgd_steps() -> None:
         torch.testing.assert_close(a["w"].detach(), e)
     new = reptile_update(w0, adapted, outer_lr=1.0)
     torch.testing.assert_close(new["w"], expected.mean(0))
+
+
+def test_adam_inner_rule_matches_torch_adam_on_minibatches() -> None:
+    """k Adam steps (beta1 = 0, Reptile's inner loop) on a different mini-batch each equal torch.optim.Adam's."""
+    x, y = tasks(n=1, k=12)
+    minibatches = [(x[0, i : i + 4], y[0, i : i + 4]) for i in (0, 4, 8, 2)]
+    learner = GradientLearner(inner_lr=0.05, first_order=True, inner_rule="adam", adam_betas=(0.0, 0.999))
+    adapted, state = learner.adapt_steps(params_of(NET), mse, minibatches)
+
+    reference = params_of(NET)
+    optimizer = torch.optim.Adam(reference.values(), lr=0.05, betas=(0.0, 0.999), eps=1e-8)
+    for batch in minibatches:
+        optimizer.zero_grad()
+        mse(reference, batch).backward()
+        optimizer.step()
+    for name, value in reference.items():
+        torch.testing.assert_close(adapted[name].detach(), value.detach(), rtol=1e-12, atol=1e-12)
+    assert state["t"] == 4
+    # Adam's steps are not SGD's: the rule is really in use.
+    sgd = GradientLearner(inner_lr=0.05, first_order=True).adapt_steps(params_of(NET), mse, minibatches)[0]
+    assert not torch.allclose(sgd["0.weight"], adapted["0.weight"])
+
+
+def test_adam_state_carries_over_between_calls() -> None:
+    """Scoring after every step (evaluation) continues one Adam trajectory: 1 + 1 + 1 steps == 3 steps."""
+    x, y = tasks(n=1)
+    batch = (x[0], y[0])
+    learner = GradientLearner(inner_lr=0.1, num_steps=3, first_order=True, inner_rule="adam")
+    at_once = learner.adapt(params_of(NET), mse, batch)
+    stepwise, state = params_of(NET), None
+    for _ in range(3):
+        stepwise, state = learner.adapt_steps(stepwise, mse, [batch], state=state, create_graph=False)
+    for name in at_once:
+        torch.testing.assert_close(stepwise[name], at_once[name].detach(), rtol=1e-12, atol=1e-12)
+    restarted = learner.adapt(learner.adapt(params_of(NET), mse, batch, num_steps=2), mse, batch, num_steps=1)
+    assert not torch.allclose(restarted["0.weight"], at_once["0.weight"])  # a fresh state is a different step
+
+
+def test_adam_inner_rule_is_validated() -> None:
+    with pytest.raises(ValueError, match="inner_rule"):
+        GradientLearner(inner_rule="rmsprop")
+    with pytest.raises(ValueError, match="Meta-SGD"):
+        GradientLearner.meta_sgd(params_of(NET), 0.1, inner_rule="adam")
+    learner = GradientLearner(inner_rule="adam", adam_betas=(0.5, 0.9))
+    copy = GradientLearner()
+    copy.load_state_dict(learner.state_dict())
+    assert (copy.inner_rule, copy.adam_betas) == ("adam", (0.5, 0.9))

@@ -62,6 +62,8 @@ class GradientMethod:
                 num_steps=fs.inner_steps,
                 first_order=algorithm in ("fomaml", "reptile"),
                 adapt_keys=("head",) if algorithm == "anil" else None,
+                inner_rule=fs.inner_rule,
+                adam_betas=(fs.inner_adam_beta1, 0.999),
             )
         self.inner_loss = regression_loss(self.model) if problem.metric == "mse" else classification_loss(self.model)
         self.optimizer: torch.optim.Optimizer | None = self._make_optimizer(params)
@@ -116,11 +118,13 @@ class GradientMethod:
         model, score, learner, inner, vec = self.model, self.score, self.learner, self.inner_loss, self.vectorize
 
         def one(support: tuple[Tensor, Tensor], query: tuple[Tensor, Tensor]) -> Tensor:
-            adapted, values = params, []
+            adapted, state, values = params, None, []
             for step in range(steps + 1):
                 values.append(score(functional_call(model, adapted, (query[0],)), query[1])[1])
-                if step < steps:
-                    adapted = learner.adapt(adapted, inner, support, num_steps=1, create_graph=False, functional=vec)
+                if step < steps:  # one step at a time, the inner rule's state (Adam) carried on
+                    adapted, state = learner.adapt_steps(
+                        adapted, inner, [support], state=state, create_graph=False, functional=vec
+                    )
             return torch.stack(values)
 
         chunks = []
@@ -149,9 +153,9 @@ class ReptileMethod(GradientMethod):
 
     Inner loop (Nichol et al. 2018, ``supervised-reptile``): ``inner_steps`` steps, each on the next
     ``inner_batch_size`` examples of the task's support set, reshuffled every pass (with ``train_shots`` examples per
-    class, more than at test time). Outer step size: linear from ``reptile_outer_lr`` at iteration 0 to
-    ``reptile_outer_lr_final`` at the last iteration. The inner steps are plain SGD with ``inner_lr`` (the learner's
-    rule; the paper's inner loop is Adam with beta1 = 0).
+    class, more than at test time), with the learner's inner rule (``fewshot.inner_rule``: the paper's is Adam with
+    beta1 = 0). Outer step size: linear from ``reptile_outer_lr`` at iteration 0 to ``reptile_outer_lr_final`` at the
+    last iteration.
     """
 
     def _make_optimizer(self, params: dict[str, Tensor]) -> None:
@@ -178,12 +182,11 @@ class ReptileMethod(GradientMethod):
         adapted_list, losses, metrics = [], [], []
         for i in range(len(batch)):
             x, y = batch.support(i)
-            adapted = params
-            for index in self._minibatches(x.shape[0], iteration, i):
-                idx = torch.as_tensor(index, device=x.device)
-                adapted = self.learner.adapt(adapted, self.inner_loss, (x[idx], y[idx]), num_steps=1)
-                adapted = {n: v.detach() for n, v in adapted.items()}
-            adapted_list.append(adapted)
+            minibatches = [
+                torch.as_tensor(index, device=x.device) for index in self._minibatches(x.shape[0], iteration, i)
+            ]
+            adapted, _ = self.learner.adapt_steps(params, self.inner_loss, [(x[idx], y[idx]) for idx in minibatches])
+            adapted_list.append({n: v.detach() for n, v in adapted.items()})
             with torch.no_grad():
                 qx, qy = batch.query(i)
                 loss, metric = self.score(functional_call(self.model, adapted, (qx,)), qy)

@@ -118,6 +118,8 @@ def _check_keys(config: Config) -> None:
         raise ConfigError("config key 'fewshot.inner_batch_size': mini-batched inner steps are Reptile's; drop it")
     if fs.inner_lr_high is not None and (algorithm != "metasgd" or fs.inner_lr_high < fs.inner_lr):
         raise ConfigError("config key 'fewshot.inner_lr_high': Meta-SGD only, and it must be >= fewshot.inner_lr")
+    if fs.inner_rule != "sgd" and algorithm in ("metasgd", *METRIC_ALGORITHMS):
+        raise ConfigError(f"config key 'fewshot.inner_rule': {algorithm} takes plain gradient steps (or none); use sgd")
 
 
 def load_omniglot(config: Config) -> Omniglot:
