@@ -51,6 +51,13 @@ def _cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_dir_override(data_dir: str | None) -> list[str]:
+    """``--data-dir DIR`` as the override ``fewshot.data_dir=DIR`` (quoted, so any path stays a YAML string)."""
+    import json
+
+    return [] if data_dir is None else [f"fewshot.data_dir={json.dumps(data_dir)}"]
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train_from_cli
 
@@ -58,7 +65,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config_path=args.config,
         run_dir=args.run_dir,
         resume=args.resume,
-        overrides=args.set,
+        overrides=args.set + _data_dir_override(args.data_dir),
         ray_address=args.ray_address,
         device=args.device,
         progress=not args.no_progress,
@@ -94,7 +101,8 @@ def _cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
     given = [name for name, value in rl_only.items() if value is not None]
     if given:
         raise ConfigError(f"{', '.join(given)} apply to meta-RL runs only; '{args.run_dir}' is a few-shot run")
-    summary = evaluate_fewshot(args.run_dir, args.checkpoint, args.tasks, args.steps, args.seed)
+    overrides = _data_dir_override(args.data_dir)
+    summary = evaluate_fewshot(args.run_dir, args.checkpoint, args.tasks, args.steps, args.seed, overrides)
     print(format_summary(summary))
     print(f"results: {args.run_dir}/evaluation/")
     return 0
@@ -103,6 +111,10 @@ def _cmd_evaluate_fewshot(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if _fewshot_run(args.run_dir):
         return _cmd_evaluate_fewshot(args)
+    if args.data_dir is not None:
+        from .config import ConfigError
+
+        raise ConfigError(f"--data-dir applies to few-shot runs only; '{args.run_dir}' is a meta-RL run")
     from .eval_results import format_table, mismatched_settings
     from .evaluate import evaluate_run
 
@@ -177,6 +189,7 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--ray-address", help="join this Ray cluster instead of starting a local Ray")
     ev.add_argument("--baseline", choices=["random", "pretrained", "oracle"], help="evaluate a baseline instead")
     ev.add_argument("--baseline-run", metavar="DIR", help="baseline folder (default: RUN_DIR/baselines/<kind>)")
+    ev.add_argument("--data-dir", help="few-shot runs: the Omniglot folder, if it moved since training")
     ev.set_defaults(func=_cmd_evaluate)
 
     pl = commands.add_parser("plot", help="plot returns vs gradient steps (or --training curves) of runs")
@@ -212,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     train.add_argument("--ray-address", help="join this Ray cluster instead of starting a local Ray")
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="learner device (overrides config)")
+    train.add_argument("--data-dir", help="few-shot data folder (same as --set fewshot.data_dir=DIR)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs one line per iteration)")
     train.set_defaults(func=_cmd_train)
 

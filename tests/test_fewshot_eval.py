@@ -188,3 +188,15 @@ def test_metarl_evaluate_and_plot_commands_serve_fewshot_runs(sinusoid_run, tmp_
     curves = tmp_path / "training.png"
     assert metarl(["plot", str(sinusoid_run), "--training", "-o", str(curves)]) == 0
     assert curves.is_file() and curves.stat().st_size > 0
+
+
+def test_data_dir_option_points_the_loader(tmp_path, capsys, repo_root):
+    """``--data-dir`` replaces the config's data folder; a missing one is one line naming it, and no run folder."""
+    from metarl.cli import main as metarl
+
+    missing, run = tmp_path / "no omniglot here", tmp_path / "run"
+    config = str(repo_root / "experiments" / "fewshot_omniglot_maml_5w1s.yaml")
+    assert metarl(["train", config, "--run-dir", str(run), "--data-dir", str(missing), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err
+    assert not run.exists()
