@@ -6,6 +6,7 @@ One embedded Ray session serves the whole module (starting Ray costs seconds); t
 from __future__ import annotations
 
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -266,6 +267,15 @@ def test_embedded_ray_is_private_quiet_and_leaves_cpu_for_tasks(cheetah2, home_r
         return 7
 
     assert ray.get(plain_task.remote(), timeout=60) == 7  # the actors do not starve plain tasks
+
+    @ray.remote
+    def niceness() -> int:
+        import os
+
+        return os.nice(0)
+
+    # Ray's default would start workers 15 nice levels below the driver: starved on any loaded machine.
+    assert ray.get(niceness.remote(), timeout=60) - os.nice(0) < 5
     if not home_ray_before:
         assert not (Path.home() / ".ray").exists()
 
