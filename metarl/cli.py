@@ -172,7 +172,11 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     """``evaluate``, ``plot`` and ``baseline train``."""
     ev = commands.add_parser("evaluate", help="measure fast adaptation on held-out tasks (returns after k steps)")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by metarl train")
-    ev.add_argument("--checkpoint", help="iteration number or checkpoint file (default: the latest)")
+    ev.add_argument(
+        "--checkpoint",
+        help="iteration number, checkpoint file, or 'best' (best training return after adaptation, the MAML paper's "
+        "rule; default: the latest)",
+    )
     ev.add_argument("--tasks", type=int, help="held-out tasks (default 40; few-shot runs: fewshot.eval_tasks, 600)")
     ev.add_argument(
         "--steps", type=int, help="gradient steps (default 3, or the number of --step-sizes; few-shot: the config's)"

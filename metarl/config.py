@@ -50,11 +50,13 @@ class SamplerConfig:
 
 @dataclass
 class PolicyConfig:
-    """Policy network: MLP hidden sizes, activation and initial action std (Gaussian policies)."""
+    """Policy network: MLP hidden sizes, activation, initial action std and a fixed action scale (Gaussian policies:
+    actions are ``action_scale * (mean + std * noise)``, so ``init_std`` is in units of the scale)."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
     activation: Literal["relu", "tanh"] = "relu"
     init_std: float = field(default=1.0, **_positive())
+    action_scale: float = field(default=1.0, **_positive())
 
 
 @dataclass

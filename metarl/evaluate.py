@@ -38,7 +38,7 @@ from .eval_results import (
     write_atomic,
 )
 from .policies import make_policy
-from .run_dir import read_run_config
+from .run_dir import read_progress, read_run_config
 
 METHODS = ("maml", "random", "pretrained", "oracle")
 EVAL_KEY = 0xE7A1  # derived-seed namespace of evaluation, apart from training's (seed, iteration, phase) keys
@@ -77,8 +77,34 @@ def parse_step_sizes(spec: str | None, fast_lr: float, steps: int | None) -> lis
     return [fast_lr] * count
 
 
+def best_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint with the best training return after adaptation: the MAML paper's selection rule ("the model
+    with the best average return during training was used for evaluation", Finn et al. 2017, appendix A.2).
+
+    Each checkpoint is scored by the mean ``return_post`` in ``progress.csv`` over the iterations since the previous
+    checkpoint (training tasks only, so the held-out evaluation stays untouched); ties go to the earlier one.
+    """
+    progress = run_dir / "progress.csv"
+    if not progress.is_file():
+        raise EvaluationError(f"--checkpoint best needs the training returns in '{progress}', which is missing")
+    returns = {int(r["iteration"]): float(r["return_post"]) for r in read_progress(run_dir) if "return_post" in r}
+    found = sorted((int(p.stem.split("_")[-1]), p) for p in (run_dir / "checkpoints").glob("iter_*.pt"))
+    best, best_score, previous = None, -np.inf, 0
+    for iteration, path in found:
+        window = [returns[i] for i in range(previous + 1, iteration + 1) if i in returns]
+        previous = iteration
+        if window and np.mean(window) > best_score:
+            best, best_score = path, float(np.mean(window))
+    if best is None:
+        raise CheckpointError(f"run folder '{run_dir}' has no checkpoint with training returns to choose from")
+    return best
+
+
 def find_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
-    """The checkpoint to evaluate: the latest, an iteration number, or a path (absolute, or relative to the run)."""
+    """The checkpoint to evaluate: the latest, ``best`` (:func:`best_checkpoint`), an iteration number, or a path
+    (absolute, or relative to the run)."""
+    if checkpoint == "best":
+        return best_checkpoint(run_dir)
     if checkpoint is None:
         found = latest_checkpoint(run_dir)
         if found is None:
@@ -105,7 +131,9 @@ def fresh_policy(config: Config) -> nn.Module:
     env = make_env(config)
     try:
         p = config.policy
-        return make_policy(env.observation_space, env.action_space, tuple(p.hidden_sizes), p.activation, p.init_std)
+        return make_policy(
+            env.observation_space, env.action_space, tuple(p.hidden_sizes), p.activation, p.init_std, p.action_scale
+        )
     finally:
         env.close()
 
@@ -206,6 +234,8 @@ def evaluate_run(
         path = find_checkpoint(run, checkpoint)
         algorithm, state = load_trained(config, path)
         entry.update(checkpoint=str(path.relative_to(run) if path.is_relative_to(run) else path))
+        if checkpoint == "best":
+            entry.update(checkpoint_rule="best mean training return_post since the previous checkpoint")
         entry.update(iteration=int(state.get("iteration", -1)))
     elif method == "random":
         torch.manual_seed(derived_eval_seed(seed, RANDOM_INIT))

@@ -41,7 +41,14 @@ def mlp(in_dim: int, out_dim: int, hidden_sizes: tuple[int, ...], activation: st
 
 
 class GaussianMLPPolicy(nn.Module):
-    """Diagonal Gaussian over continuous actions: MLP mean, state-independent learned log-std (as in MAML)."""
+    """Diagonal Gaussian over continuous actions: MLP mean, state-independent learned log-std (as in MAML).
+
+    ``action_scale`` (fixed, not learned) multiplies the whole distribution: actions are
+    ``action_scale * (mlp(obs) + exp(log_std) * noise)``, so ``init_std`` and the parameters live in units of
+    ``action_scale``. With the env's action bound as the scale this is the normalized action space of the MAML
+    reference code (rllab's ``normalize`` wrapper maps policy outputs in [-1, 1] onto the bounds), which matters for
+    Navigation2D, whose velocity bound is 0.1.
+    """
 
     is_stateful = False
     discrete = False
@@ -53,15 +60,21 @@ class GaussianMLPPolicy(nn.Module):
         hidden_sizes: tuple[int, ...] = (100, 100),
         activation: str = "relu",
         init_std: float = 1.0,
+        action_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not action_scale > 0:
+            raise ValueError(f"action_scale must be > 0, got {action_scale}")
         self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.action_scale = float(action_scale)
         self.mean = mlp(obs_dim, act_dim, tuple(hidden_sizes), activation)
         self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
 
     def forward(self, obs: Tensor) -> Dist:
-        mean = self.mean(obs)
-        return mean, self.log_std.expand_as(mean)
+        mean, log_std = self.mean(obs), self.log_std
+        if self.action_scale != 1.0:
+            mean, log_std = mean * self.action_scale, log_std + math.log(self.action_scale)
+        return mean, log_std.expand_as(mean)
 
     def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         """Standard-normal noise for ``shape`` steps, shape ``shape + (act_dim,)``."""
@@ -159,15 +172,23 @@ def make_policy(
     hidden_sizes: tuple[int, ...] = (100, 100),
     activation: str = "relu",
     init_std: float = 1.0,
+    action_scale: float = 1.0,
 ) -> nn.Module:
-    """The MLP policy that fits an environment's spaces: Gaussian for Box actions, categorical for Discrete."""
+    """The MLP policy that fits an environment's spaces: Gaussian for Box actions, categorical for Discrete.
+
+    ``action_scale``: see :class:`GaussianMLPPolicy`; discrete actions have no scale (it must stay 1)."""
     from gymnasium import spaces
 
     if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(f"MLP policies need a flat Box observation space, got {observation_space}")
     obs_dim = int(observation_space.shape[0])
     if isinstance(action_space, spaces.Box):
-        return GaussianMLPPolicy(obs_dim, int(action_space.shape[0]), tuple(hidden_sizes), activation, init_std)
+        dims = (obs_dim, int(action_space.shape[0]), tuple(hidden_sizes), activation, init_std, action_scale)
+        return GaussianMLPPolicy(*dims)
+    if action_scale != 1.0:
+        from .config import ConfigError
+
+        raise ConfigError(f"config key 'policy.action_scale': discrete actions have no scale, got {action_scale}")
     if isinstance(action_space, spaces.Discrete):
         return CategoricalMLPPolicy(obs_dim, int(action_space.n), tuple(hidden_sizes), activation)
     raise ValueError(f"no MLP policy for action space {action_space}")

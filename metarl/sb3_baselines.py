@@ -7,8 +7,10 @@
   reference for what knowing the task is worth.
 
 The SB3 policy is configured so its actor *is* the suite policy: ``net_arch=dict(pi=hidden, vf=hidden)``, the same
-activation, ``log_std_init=log(init_std)``; :func:`suite_params_from_sb3` maps ``mlp_extractor.policy_net`` and
-``action_net`` onto ``mean.*`` / ``logits.*`` and ``log_std`` onto ``log_std``. SB3 runs on the CPU with one torch
+activation, ``log_std_init=log(init_std * action_scale)``; :func:`suite_params_from_sb3` maps
+``mlp_extractor.policy_net`` and ``action_net`` onto ``mean.*`` / ``logits.*`` and ``log_std`` onto ``log_std``
+(the last layer divided by the suite policy's ``action_scale``, its log subtracted from ``log_std``: SB3 acts in
+env units). SB3 runs on the CPU with one torch
 thread (two shared cores: more threads only contend). PPO's hyper-parameters are SB3's defaults except ``gamma``
 (the run's) and ``n_steps``/``batch_size``, shrunk for budgets below one default rollout (2048 steps).
 
@@ -53,7 +55,7 @@ def ppo_policy_kwargs(config: Config) -> dict[str, Any]:
     return {
         "net_arch": {"pi": hidden, "vf": list(hidden)},
         "activation_fn": ACTIVATIONS[config.policy.activation],
-        "log_std_init": math.log(config.policy.init_std),
+        "log_std_init": math.log(config.policy.init_std * config.policy.action_scale),  # SB3 acts in env units
     }
 
 
@@ -147,7 +149,12 @@ def suite_params_from_sb3(sb3_policy: nn.Module, suite_policy: nn.Module) -> Par
         params[f"{prefix}.{index}.weight"] = src.weight.detach().clone()
         params[f"{prefix}.{index}.bias"] = src.bias.detach().clone()
     if not discrete:
-        params["log_std"] = sb3_policy.log_std.detach().clone()
+        # SB3 acts in env units; the suite policy multiplies its mean and std by action_scale.
+        scale = float(getattr(suite_policy, "action_scale", 1.0))
+        last = f"{prefix}.{target[-1][0]}"
+        params[f"{last}.weight"] = params[f"{last}.weight"] / scale
+        params[f"{last}.bias"] = params[f"{last}.bias"] / scale
+        params["log_std"] = sb3_policy.log_std.detach().clone() - math.log(scale)
     missing = set(dict(suite_policy.named_parameters())) ^ set(params)
     if missing:
         raise ValueError(f"parameters without a counterpart: {sorted(missing)}")
@@ -168,7 +175,7 @@ def suite_policy_for(config: Config, kind: str) -> nn.Module:
     """A suite policy shaped for a baseline of ``kind`` under ``config``."""
     obs_space, act_space = baseline_spaces(config, kind)
     p = config.policy
-    return make_policy(obs_space, act_space, tuple(p.hidden_sizes), p.activation, p.init_std)
+    return make_policy(obs_space, act_space, tuple(p.hidden_sizes), p.activation, p.init_std, p.action_scale)
 
 
 def default_timesteps(source: Path, config: Config) -> int:

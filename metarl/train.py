@@ -97,6 +97,7 @@ class MetaRLTrainer:
             tuple(config.policy.hidden_sizes),
             config.policy.activation,
             config.policy.init_std,
+            config.policy.action_scale,
         )
         self.algorithm = build_algorithm(policy.to(device), config)
         self.env_steps = 0

@@ -196,3 +196,23 @@ def test_bad_input_is_a_one_line_error(run, tmp_path, capsys):
     assert evaluate(run, "--step-sizes", "0.1,0.2,0.3") == 2
     one_line_error(capsys, "--step-sizes gives 3 step sizes but --steps is 2")
     assert not (run / "evaluation").exists()  # nothing half-written
+
+
+def test_best_checkpoint_is_chosen_by_training_returns_only(tmp_path):
+    """The MAML paper's rule: each checkpoint scored by the mean training return_post since the previous one."""
+    from metarl.evaluate import EvaluationError, find_checkpoint
+
+    (tmp_path / "checkpoints").mkdir()
+    for iteration in (2, 4, 6):
+        (tmp_path / "checkpoints" / f"iter_{iteration:06d}.pt").write_bytes(b"")
+    with pytest.raises(EvaluationError, match="progress.csv"):
+        find_checkpoint(tmp_path, "best")
+    returns = {1: -10.0, 2: -8.0, 3: -1.0, 4: -9.0, 5: -5.0, 6: -5.0}  # windows: -9, -5, -5 (tie: the earlier)
+    lines = ["iteration,return_pre,return_post"] + [f"{i},-40,{r}" for i, r in returns.items()]
+    (tmp_path / "progress.csv").write_text("\n".join(lines) + "\n")
+    assert find_checkpoint(tmp_path, "best").name == "iter_000004.pt"
+    returns[6] = -4.0
+    lines = ["iteration,return_pre,return_post"] + [f"{i},-40,{r}" for i, r in returns.items()]
+    (tmp_path / "progress.csv").write_text("\n".join(lines) + "\n")
+    assert find_checkpoint(tmp_path, "best").name == "iter_000006.pt"
+    assert find_checkpoint(tmp_path, None).name == "iter_000006.pt"

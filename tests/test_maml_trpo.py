@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.autograd.functional import hessian
@@ -228,3 +230,26 @@ def test_config_rejects_bad_values_with_a_clear_message() -> None:
         MAMLTRPOConfig(inner_loss="dice")
     with pytest.raises(ValueError, match="max_kl > 0"):
         MAMLTRPOConfig(max_kl=0.0)
+
+
+def test_action_scale_scales_the_whole_distribution() -> None:
+    """A policy with action_scale c is c times the unscaled one with the same params: mean, std, and log-probs of
+    correspondingly scaled actions (up to the constant Jacobian term), so its gradients see the same episodes."""
+    from metarl.policies import GaussianMLPPolicy
+
+    torch.manual_seed(0)
+    plain = GaussianMLPPolicy(3, 2, (8,), init_std=0.7)
+    scaled = GaussianMLPPolicy(3, 2, (8,), init_std=0.7, action_scale=0.1)
+    scaled.load_state_dict(plain.state_dict())
+    obs, noise = torch.randn(5, 3), torch.randn(5, 2)
+    (mean, log_std), (smean, slog_std) = plain(obs), scaled(obs)
+    torch.testing.assert_close(smean, 0.1 * mean)
+    torch.testing.assert_close(slog_std.exp(), 0.1 * log_std.exp())
+    actions = plain.sample((mean, log_std), noise)
+    torch.testing.assert_close(scaled.sample((smean, slog_std), noise), 0.1 * actions)
+    shift = 2 * math.log(0.1)
+    torch.testing.assert_close(
+        scaled.log_prob((smean, slog_std), 0.1 * actions), plain.log_prob((mean, log_std), actions) - shift
+    )
+    with pytest.raises(ValueError, match="action_scale"):
+        GaussianMLPPolicy(3, 2, action_scale=0.0)

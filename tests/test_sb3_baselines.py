@@ -20,11 +20,12 @@ from metarl.sb3_baselines import (
 )
 
 
-def tiny_config(env_id="metarl/Navigation2D-v0", kwargs=None, activation="tanh", hidden=(16, 8)):
+def tiny_config(env_id="metarl/Navigation2D-v0", kwargs=None, activation="tanh", hidden=(16, 8), action_scale=1.0):
+    policy = {"hidden_sizes": list(hidden), "activation": activation, "init_std": 0.5, "action_scale": action_scale}
     return config_from_dict(
         {
             "env": {"id": env_id, "kwargs": kwargs if kwargs is not None else {"horizon": 10}},
-            "policy": {"hidden_sizes": list(hidden), "activation": activation, "init_std": 0.5},
+            "policy": policy,
             "iterations": 1,
             "maml": {"meta_batch_size": 2, "episodes_per_task": 2},
         }
@@ -41,9 +42,10 @@ def perturbed_ppo(config, kind):
     return model
 
 
+@pytest.mark.parametrize("action_scale", [1.0, 0.1])
 @pytest.mark.parametrize("kind", ["pretrained", "oracle"])
-def test_conversion_gives_the_same_gaussian(kind):
-    config = tiny_config(activation="tanh")
+def test_conversion_gives_the_same_gaussian(kind, action_scale):
+    config = tiny_config(activation="tanh", action_scale=action_scale)
     model = perturbed_ppo(config, kind)
     policy = suite_policy_for(config, kind)
     policy.load_state_dict(suite_params_from_sb3(model.policy, policy))
@@ -54,6 +56,9 @@ def test_conversion_gives_the_same_gaussian(kind):
     torch.testing.assert_close(mean, reference.mean, rtol=0, atol=1e-6)
     torch.testing.assert_close(log_std.exp(), reference.stddev, rtol=0, atol=1e-6)
     torch.testing.assert_close(log_std[0], model.policy.log_std)
+    # SB3's initial std (env units) is the suite policy's: init_std in units of the action scale.
+    fresh = make_ppo(config, kind, timesteps=64, seed=3).policy.log_std.exp()
+    torch.testing.assert_close(fresh, torch.full_like(fresh, 0.5 * action_scale))
 
 
 def test_conversion_gives_the_same_categorical():
