@@ -119,11 +119,10 @@ def plot_adaptation(
         raise EvaluationError(f"none of the methods {', '.join(methods or [])} has been evaluated in these runs")
     ax.set_xlabel("number of gradient steps")
     metrics = {summary.get("metric", "return") for _, summary in loaded}
-    ax.set_ylabel(
-        f"{YLABELS.get(metrics.pop(), 'value')} (held-out tasks)" if len(metrics) == 1 else "value (held-out tasks)"
-    )
+    metric = metrics.pop() if len(metrics) == 1 else "value"
+    ax.set_ylabel(f"{YLABELS.get(metric, metric)} (held-out tasks)")
     ax.set_xticks(range(max_step + 1))
-    ax.set_title(_title(envs, f"{next(iter(metrics), 'return') if metrics else 'value'} after fast adaptation"))
+    ax.set_title(_title(envs, f"{metric} after fast adaptation"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.text(0.99, 0.005, "shaded: 95% confidence interval over tasks", ha="right", va="bottom", fontsize="x-small")

@@ -45,7 +45,7 @@ def test_adaptation_plot_png_and_svg(tmp_path, capsys):
     assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 10_000
     text = svg.read_text()
     assert text.lstrip().startswith("<?xml") and "<svg" in text
-    for label in ("MAML", "oracle", "number of gradient steps", "Navigation2D-v0"):
+    for label in ("MAML", "oracle", "number of gradient steps", "Navigation2D-v0", "return after fast adaptation"):
         assert label in text  # svg keeps text as glyph comments / ids; titles and labels appear verbatim
     assert "wrote" in capsys.readouterr().out
 
