@@ -18,24 +18,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'the user asked for something unusable', not a bug."""
     from .checkpoint import CheckpointError
     from .config import ConfigError
-
-    errors: list[type[BaseException]] = [ConfigError, CheckpointError]
-    try:
-        from .sampling import SamplerError
-
-        errors.append(SamplerError)
-    except ImportError:
-        pass
-    try:
-        from .fewshot.omniglot import DataError
-
-        errors.append(DataError)
-    except ImportError:
-        pass
     from .evaluate import EvaluationError
+    from .fewshot.omniglot import DataError
+    from .sampling import SamplerError
 
-    errors.append(EvaluationError)
-    return tuple(errors)
+    return (ConfigError, CheckpointError, SamplerError, DataError, EvaluationError)
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:
