@@ -21,14 +21,6 @@ from metarl.run_dir import create_run_dir
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def trained_run(folder: Path, data: dict) -> Path:
     """A run folder as ``metarl train`` leaves it: config.yaml, progress.csv, checkpoints."""
     config = config_from_dict(data)

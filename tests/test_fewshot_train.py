@@ -23,15 +23,6 @@ CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Conv4 on 2 shared cores: two threads per process were ~15x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     """A tiny Omniglot-like data set: 3 background alphabets (1 held out for validation), 2 evaluation ones."""

@@ -18,15 +18,6 @@ def tiny_net() -> nn.Module:
 NET = tiny_net()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin-waiting for a descheduled thread on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def mse(params: dict, batch: tuple) -> torch.Tensor:
     x, y = batch
     return (functional_call(NET, params, (x,)) - y).pow(2).mean()

@@ -18,15 +18,6 @@ F64 = torch.float64
 N, E, T, OBS = 3, 4, 6, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids spin-waiting for a descheduled thread on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def episodes(seed: int, discrete: bool = False, act: int = 2) -> EpisodeBatch:
     """Synthetic episodes ``[N, E, T]`` with early termination and garbage on padded steps."""
     g = torch.Generator().manual_seed(seed)
