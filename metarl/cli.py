@@ -149,7 +149,13 @@ def _cmd_baseline_train(args: argparse.Namespace) -> int:
     from .sb3_baselines import train_baseline
 
     folder = train_baseline(
-        args.source, args.kind, args.timesteps, args.run_dir, seed=args.seed, progress=not args.no_progress
+        args.source,
+        args.kind,
+        args.timesteps,
+        args.run_dir,
+        seed=args.seed,
+        progress=not args.no_progress,
+        n_envs=args.n_envs,
     )
     print(f"baseline folder: {folder}")
     return 0
@@ -199,6 +205,13 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     tr.add_argument("--timesteps", type=int, help="PPO env steps (default: the meta-training run's env steps)")
     tr.add_argument("--run-dir", help="folder to create (default: RUN_DIR/baselines/<kind>)")
     tr.add_argument("--seed", type=int, help="PPO seed (default: the config's seed)")
+    tr.add_argument(
+        "--n-envs",
+        type=int,
+        default=1,
+        help="envs stepped together; the minibatch grows with them (default 1: SB3's PPO defaults; use 16 or more "
+        "for budgets of millions of steps)",
+    )
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=_cmd_baseline_train)
 

@@ -88,6 +88,25 @@ def test_ppo_settings_fit_small_budgets():
     assert small["n_steps"] == 100 and small["n_steps"] % small["batch_size"] == 0
 
 
+def test_ppo_settings_scale_the_minibatch_with_the_envs():
+    # Each env keeps SB3's 2048-step rollout; the minibatch grows so an epoch is still 32 gradient steps.
+    assert ppo_settings(10_000_000, 0.99, n_envs=64) == {"n_steps": 2048, "batch_size": 4096, "gamma": 0.99}
+    small = ppo_settings(100, 0.9, n_envs=4)
+    assert small["n_steps"] == 25 and (small["n_steps"] * 4) % small["batch_size"] == 0
+
+
+def test_vectorised_ppo_steps_envs_with_their_own_task_streams():
+    model = make_ppo(tiny_config(), "oracle", timesteps=64, seed=3, n_envs=4)
+    env = model.get_env()
+    assert env.num_envs == 4
+    obs = env.reset()
+    goals = obs[:, 2:]  # the oracle's observation ends with the goal
+    assert len({tuple(g) for g in goals.tolist()}) == 4  # env i draws from seed 3 + i
+    again = make_ppo(tiny_config(), "oracle", timesteps=64, seed=3, n_envs=4).get_env().reset()
+    np.testing.assert_array_equal(again, obs)
+    assert model.n_steps * 4 % model.batch_size == 0
+
+
 def test_task_wrappers():
     env = TaskSamplingWrapper(gym.make("metarl/Navigation2D-v0", horizon=5), seed=7)
     goals = []
@@ -133,11 +152,15 @@ def test_baseline_cli_oracle_and_errors(tmp_path, capsys):
     config_file.write_text("env: {id: metarl/Navigation2D-v0, kwargs: {horizon: 5}}\npolicy: {hidden_sizes: [8]}\n")
     target = tmp_path / "oracle"
     argv = ["baseline", "train", str(config_file), "--kind", "oracle", "--timesteps", "32", "--run-dir", str(target)]
-    assert main([*argv, "--no-progress"]) == 0
+    assert main([*argv, "--no-progress", "--n-envs", "2"]) == 0
     assert (target / "model.zip").stat().st_size > 0
+    assert json.loads((target / "baseline.json").read_text())["ppo"]["n_envs"] == 2
     capsys.readouterr()
     assert main([*argv, "--no-progress"]) == 2  # the folder holds a baseline already
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists" in err
     assert main(["baseline", "train", str(tmp_path / "nowhere"), "--kind", "oracle"]) == 2
     assert "neither a config file nor a run folder" in capsys.readouterr().err
+    assert main([*argv[:-2], "--run-dir", str(tmp_path / "other"), "--n-envs", "0"]) == 2
+    assert "--n-envs must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
