@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from metarl.fewshot import omniglot as og
+from metarl.fewshot import omniglot_files
 from metarl.fewshot.omniglot import (
     DataError,
     Omniglot,
@@ -161,7 +162,7 @@ def test_corrupt_or_stale_cache_is_rebuilt(synth, synth_zip, tmp_path):
     # An old format version is rebuilt too.
     with np.load(path) as npz:
         arrays = dict(npz)
-    arrays["format_version"] = np.int64(og.FORMAT_VERSION + 1)
+    arrays["format_version"] = np.int64(omniglot_files.FORMAT_VERSION + 1)
     np.savez(path, **arrays)
     with pytest.warns(UserWarning, match="format version"):
         assert not Omniglot(synth_zip, cache_dir=cache, n_val_alphabets=1).from_cache
@@ -190,7 +191,7 @@ def test_missing_data_is_one_clear_error(synth_zip, tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise AssertionError("must not download unless asked")
 
-    monkeypatch.setattr(og.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(omniglot_files.urllib.request, "urlopen", no_network)
     missing = tmp_path / "nowhere"
     with pytest.raises(DataError) as err:
         Omniglot(missing, cache_dir=tmp_path / "cache")
@@ -229,7 +230,7 @@ def serve_locally(monkeypatch, files: dict[str, Path], md5s: dict[str, str] | No
     for part, path in files.items():
         md5 = md5s[part] if md5s else hashlib.md5(path.read_bytes()).hexdigest()
         resources[part] = (path.resolve().as_uri(), md5)
-    monkeypatch.setattr(og, "RESOURCES", resources)
+    monkeypatch.setattr(omniglot_files, "RESOURCES", resources)
 
 
 def test_download_verifies_md5(synth, synth_zip, tmp_path, monkeypatch):

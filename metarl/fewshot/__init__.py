@@ -2,7 +2,8 @@
 
 - ``tasks``: the batch type (``FewShotBatch``) and the seeded task streams (``split_rng``, ``fixed_task_rng``).
 - ``sinusoid``: ``SinusoidTasks`` (MAML paper's regression problem).
-- ``omniglot``: ``Omniglot`` loader + array cache, ``OmniglotSplit``, ``OmniglotTasks`` episode sampler, ``DataError``.
+- ``omniglot``: ``Omniglot`` data set and splits, ``OmniglotSplit``, ``OmniglotTasks`` episode sampler.
+- ``omniglot_files``: the zips or folders on disk, the array cache, the download, ``DataError``.
 - ``models``: ``SinusoidMLP``, ``Conv4``; loss functions of ``(params, (x, y))`` for the functional learner.
 - ``metric``: prototypical and matching networks (loss/accuracy functions of ``(params, episode)``).
 - ``problem``: a config's ``fewshot`` section -> task streams, model factory and scoring (``build_problem``).
