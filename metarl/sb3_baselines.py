@@ -108,6 +108,7 @@ def make_ppo(config: Config, kind: str, timesteps: int, seed: int, n_envs: int =
     ``n_envs`` envs are stepped in one process (``DummyVecEnv``), env ``i`` drawing its tasks from seed ``seed + i``.
     """
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -118,7 +119,7 @@ def make_ppo(config: Config, kind: str, timesteps: int, seed: int, n_envs: int =
     torch.set_num_threads(1)
     env_id, kwargs = config.env.id, config.env.kwargs
     env = DummyVecEnv([lambda i=i: Monitor(make_baseline_env(env_id, kwargs, kind, seed + i)) for i in range(n_envs)])
-    return PPO(
+    model = PPO(
         "MlpPolicy",
         env,
         policy_kwargs=ppo_policy_kwargs(config),
@@ -127,6 +128,9 @@ def make_ppo(config: Config, kind: str, timesteps: int, seed: int, n_envs: int =
         verbose=0,
         **ppo_settings(timesteps, config.advantages.gamma, n_envs),
     )
+    # SB3's default logger makes an empty tempdir/SB3-<time> folder on every learn(); log nowhere instead.
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def train_ppo(config: Config, kind: str, timesteps: int, seed: int, progress: bool = False, n_envs: int = 1) -> Any:

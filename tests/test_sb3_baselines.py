@@ -130,9 +130,14 @@ def test_task_wrappers():
     assert task_vector({"a": 1.0, "b": [[2.0, 3.0]]}).tolist() == [1.0, 2.0, 3.0]
 
 
-def test_ppo_training_writes_a_loadable_baseline(tmp_path):
+def test_ppo_training_writes_a_loadable_baseline(tmp_path, monkeypatch):
+    import tempfile
+
     from stable_baselines3 import PPO
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # SB3's default logger would make SB3-<time> here
     config = tiny_config()
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(dump_config(config))
@@ -145,6 +150,7 @@ def test_ppo_training_writes_a_loadable_baseline(tmp_path):
     obs = torch.randn(8, 2)
     torch.testing.assert_close(policy(obs)[0], model.policy.get_distribution(obs).distribution.mean)
     assert not list(tmp_path.glob(".b.*"))  # no staging folder left
+    assert not list(scratch.glob("SB3-*"))  # and no SB3 log folder in the temp dir
 
 
 def test_baseline_cli_oracle_and_errors(tmp_path, capsys):
