@@ -213,7 +213,7 @@ def _build_arrays(sources: dict[str, _Source], members: dict[str, list[_Member]]
 
 
 class _InvalidCache(Exception):
-    pass
+    """A cache file that cannot be used (corrupt, stale fingerprint, other format version); it is rebuilt."""
 
 
 _CACHE_KEYS = (
