@@ -4,6 +4,7 @@
 - ``sinusoid``: ``SinusoidTasks`` (MAML paper's regression problem).
 - ``omniglot``: ``Omniglot`` data set and splits, ``OmniglotSplit``, ``OmniglotTasks`` episode sampler.
 - ``omniglot_files``: the zips or folders on disk, the array cache, the download, ``DataError``.
+- ``omniglot_synthetic``: ``make_synthetic_omniglot``, a tiny data set in the official layout (tests, smoke runs).
 - ``models``: ``SinusoidMLP``, ``Conv4``; loss functions of ``(params, (x, y))`` for the functional learner.
 - ``metric``: prototypical and matching networks (loss/accuracy functions of ``(params, episode)``).
 - ``problem``: a config's ``fewshot`` section -> task streams, model factory and scoring (``build_problem``).

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .omniglot_files import PARTS, DataError, default_cache_dir, load_arrays, make_synthetic_omniglot, user_cache_dir
+from .omniglot_files import PARTS, DataError, default_cache_dir, load_arrays, user_cache_dir
+from .omniglot_synthetic import make_synthetic_omniglot
 from .tasks import FewShotBatch, as_rng, concat_batches, fixed_task_rng
 
 __all__ = [
