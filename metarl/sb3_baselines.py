@@ -13,7 +13,7 @@ activation, ``log_std_init=log(init_std * action_scale)``; :func:`suite_params_f
 env units). SB3 runs on the CPU with one torch thread (two shared cores: more threads only contend). PPO's
 hyper-parameters are SB3's defaults except ``gamma`` (the run's) and ``n_steps``/``batch_size``, shrunk for budgets
 below one default rollout (2048 steps) and, with ``n_envs`` envs stepped together, a minibatch ``n_envs`` times
-SB3's (see :func:`ppo_settings`): at 64 envs PPO runs ~13k HalfCheetah steps/s on one core instead of ~1k, which
+SB3's (see :func:`ppo_settings`): at 64 envs PPO runs ~15k HalfCheetah steps/s on one core instead of ~2k, which
 is what makes the matched budgets (tens of millions of steps) affordable.
 
 A baseline run folder holds ``config.yaml`` (the meta-training config it matches), ``baseline.json`` (kind, budget,

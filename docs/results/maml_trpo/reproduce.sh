@@ -8,7 +8,7 @@
 # ITERATIONS caps meta-training (default: the config's 500). The two runs can go side by side on a 2-core machine:
 # each uses the in-process sampler (one process, one core; episodes are identical to Ray's, see tests/test_sampling.py).
 # Baseline PPO budgets match the meta-training run's env steps (the default of `metarl baseline train`); set
-# TIMESTEPS to cap them. PPO steps 64 envs together (--n-envs 64): ~13k HalfCheetah steps/s on one core.
+# TIMESTEPS to cap them. PPO steps 64 envs together (--n-envs 64): ~15k HalfCheetah steps/s on one core.
 set -euo pipefail
 which="${1:-all}"
 iterations="${2:-}"
