@@ -150,6 +150,30 @@ def test_plot_draws_the_fewshot_summary(sinusoid_run):
     assert written[0].is_file() and written[0].stat().st_size > 0
 
 
+def _progress(run: Path, val_pre: list[float], val: list[float]) -> Path:
+    run.mkdir()
+    with (run / "progress.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["iteration", "loss", "accuracy", "val_accuracy_pre", "val_accuracy", "lr", "time_s"])
+        for i, (pre, post) in enumerate(zip(val_pre, val, strict=True), start=1):
+            writer.writerow([i, 1.0 / i, 0.5, pre, post, 1e-3, 0.1])
+    return run
+
+
+def test_training_figure_draws_before_only_for_methods_that_adapt(tmp_path):
+    from metarl.fewshot.figures import training_figure
+
+    maml = _progress(tmp_path / "maml", [0.2, 0.2, 0.2], [0.8, 0.9, 0.95])
+    protonet = _progress(tmp_path / "protonet", [0.8, 0.9, 0.95], [0.8, 0.9, 0.95])  # no gradient steps: pre == post
+    right = training_figure([maml, protonet], window=2).axes[1]
+    labels = [text.get_text() for text in right.get_legend().get_texts()]
+    assert labels == ["maml: after", "maml: before", "protonet"]
+    curves = [list(line.get_ydata()) for line in right.get_lines()]
+    assert curves == [[0.8, 0.9, 0.95], [0.2, 0.2, 0.2], [0.8, 0.9, 0.95]]
+    only_protonet = training_figure([protonet], window=2).axes[1]
+    assert "before" not in only_protonet.get_ylabel() and len(only_protonet.get_lines()) == 1
+
+
 def _config(run: Path) -> dict:
     import yaml
 

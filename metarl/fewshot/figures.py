@@ -12,23 +12,28 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..run_dir import read_progress
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _metric(rows: list[dict[str, float]]) -> str:
     return "accuracy" if any("accuracy" in r for r in rows) else "mse"
 
 
-def plot_training(runs: Sequence[str | Path], output: str | Path, window: int = 50) -> Path:
+def training_figure(runs: Sequence[str | Path], window: int = 50) -> Figure:
     """Left: training loss (moving average over ``window`` iterations); right: validation metric before and after
-    adaptation. One colour per run; writes ``output`` (format from its suffix) and returns its path."""
+    adaptation (one line for methods that do not adapt by gradient steps). One colour per run."""
     import numpy as np
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.2))
     left, right = fig.subplots(1, 2)
     metric = "value"
+    any_adapts = False
     for run in map(Path, runs):
         rows = read_progress(run)
         metric = _metric(rows)
@@ -39,17 +44,28 @@ def plot_training(runs: Sequence[str | Path], output: str | Path, window: int = 
         (line,) = left.plot(its[w - 1 :], smooth, label=run.name)
         val = [r for r in rows if f"val_{metric}" in r]
         xs = [r["iteration"] for r in val]
-        right.plot(
-            xs, [r[f"val_{metric}"] for r in val], "-o", color=line.get_color(), ms=3, label=f"{run.name}: after"
-        )
-        right.plot(xs, [r[f"val_{metric}_pre"] for r in val], ":", color=line.get_color(), label=f"{run.name}: before")
+        after = [r[f"val_{metric}"] for r in val]
+        before = [r.get(f"val_{metric}_pre", a) for r, a in zip(val, after, strict=True)]
+        # Metric methods (ProtoNets, MatchingNets) take no gradient steps: before == after, so one unlabelled line.
+        adapts = any(b != a for b, a in zip(before, after, strict=True))
+        any_adapts |= adapts
+        label = f"{run.name}: after" if adapts else run.name
+        right.plot(xs, after, "-o", color=line.get_color(), ms=3, label=label)
+        if adapts:
+            right.plot(xs, before, ":", color=line.get_color(), label=f"{run.name}: before")
     left.set_xlabel("meta-iteration")
     left.set_ylabel(f"training loss (moving average, {window})")
     right.set_xlabel("meta-iteration")
-    right.set_ylabel(f"validation {metric} (before / after adaptation)")
+    right.set_ylabel(f"validation {metric}" + (" (dotted: before adaptation)" if any_adapts else ""))
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
+    return fig
+
+
+def plot_training(runs: Sequence[str | Path], output: str | Path, window: int = 50) -> Path:
+    """Draw :func:`training_figure` into ``output`` (format from its suffix) and return its path."""
+    fig = training_figure(runs, window)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120, bbox_inches="tight", metadata={"Date": None} if output.suffix == ".svg" else None)
