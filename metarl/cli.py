@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from .stopping import StopRequested
+
 USER_ERROR_EXIT = 2
 
 
@@ -254,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         print(f"metarl {args.command}: error: {exc}", file=sys.stderr)
         return USER_ERROR_EXIT
+    except StopRequested as exc:
+        print(f"metarl {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"metarl {args.command}: interrupted", file=sys.stderr)
         return 130

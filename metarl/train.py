@@ -20,6 +20,7 @@ from .policies import make_policy, policy_params
 from .progress import progress_bar
 from .run_dir import ProgressLog, TensorBoardLog, create_run_dir, default_run_dir, read_run_config
 from .sampling import make_sampler
+from .stopping import StopOnSignal
 
 PROGRESS_COLUMNS = (
     "iteration",
@@ -182,19 +183,23 @@ def train(
     tensorboard = TensorBoardLog(run_dir, config.logging.tensorboard, purge_step=start + 1 if start else None)
     rows = []
     bar = progress_bar(total=config.iterations, initial=start, desc="meta-train", enabled=progress)
-    try:
-        for iteration in range(start, config.iterations):
-            row = trainer.run_iteration(iteration)
-            log.append(row)
-            tensorboard.log(row, step=iteration + 1)
-            rows.append(row)
-            bar.update(row)
-            done = iteration + 1
-            if done % config.logging.checkpoint_every == 0 or done == config.iterations:
-                save_checkpoint(checkpoint_path(run_dir, done), trainer.state_dict(done))
-    finally:
-        bar.close()
-        tensorboard.close()
+    with StopOnSignal() as stop:
+        try:
+            for iteration in range(start, config.iterations):
+                row = trainer.run_iteration(iteration)
+                log.append(row)
+                tensorboard.log(row, step=iteration + 1)
+                rows.append(row)
+                bar.update(row)
+                done = iteration + 1
+                checkpointed = done % config.logging.checkpoint_every == 0 or done == config.iterations
+                if checkpointed or stop.requested:
+                    save_checkpoint(checkpoint_path(run_dir, done), trainer.state_dict(done))
+                if stop.requested and done < config.iterations:
+                    raise stop.stop(run_dir, done)
+        finally:
+            bar.close()
+            tensorboard.close()
     return rows
 
 

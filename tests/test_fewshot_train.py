@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,10 @@ from metarl.cli import main
 from metarl.config import config_from_dict, load_config
 from metarl.fewshot import make_synthetic_omniglot
 from metarl.fewshot.methods import GradientMethod, build_method
-from metarl.fewshot.problem import build_problem
+from metarl.fewshot.problem import FewShotProblem, build_problem
 from metarl.fewshot.tasks import FewShotBatch
 from metarl.fewshot.train import train_fewshot
+from metarl.stopping import StopOnSignal
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -262,6 +264,45 @@ def test_resume_with_more_iterations_equals_a_longer_run(tmp_path):
     assert main(["train", "--resume", str(tmp_path / "short"), "--set", "iterations=6", "--no-progress"]) == 0
     a, b = (load_checkpoint(latest_checkpoint(tmp_path / name)) for name in ("long", "short"))
     _assert_same_state(a, b)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_after_the_iteration_with_a_checkpoint_and_resume_is_exact(signum, monkeypatch, tmp_path, capsys):
+    """``kill`` / Ctrl-C in the middle of iteration 4 (checkpoints every 3): iteration 4 finishes and is checkpointed,
+    the exit code is 128 + signal, and resuming gives the uninterrupted run bit for bit."""
+    data = sinusoid_config("maml", eval_every=2)
+    data.update(iterations=8, logging={"checkpoint_every": 3, "tensorboard": False})
+    config_file = _write_config(tmp_path / "config.yaml", data)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["train", str(config_file), "--run-dir", str(straight), "--no-progress"]) == 0
+
+    original = FewShotProblem.train_batch
+
+    def signalled(self, seed, iteration, size):
+        if iteration == 3:
+            signal.raise_signal(signum)  # lands between bytecodes of iteration 4, before its update
+        return original(self, seed, iteration, size)
+
+    monkeypatch.setattr(FewShotProblem, "train_batch", signalled)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert main(["train", str(config_file), "--run-dir", str(stopped), "--no-progress"]) == 128 + signum
+    err = capsys.readouterr().err
+    assert "after iteration 4" in err and f"metarl train --resume {stopped}" in err
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # the run's handlers are gone again
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == ["iter_000003.pt", "iter_000004.pt"]
+    assert len(_rows(stopped)) == 4
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(stopped), "--no-progress"]) == 0
+    _assert_same_state(load_checkpoint(latest_checkpoint(straight)), load_checkpoint(latest_checkpoint(stopped)))
+    assert _rows(straight) == _rows(stopped) and len(_rows(stopped)) == 8
+
+
+def test_second_signal_stops_at_once():
+    with StopOnSignal() as stop:
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.requested and stop.signum == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

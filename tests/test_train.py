@@ -1,6 +1,7 @@
 """`metarl train` end to end: run folder contents, exact resume, bad input, and a short run that learns."""
 
 import csv
+import signal
 
 import pytest
 import torch
@@ -70,6 +71,34 @@ def test_resume_continues_exactly(tmp_path, repo_root, monkeypatch):
     flat_a, flat_b = _tensors(a), _tensors(b)
     assert flat_a.keys() == flat_b.keys() and flat_a
     assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a)
+
+
+def test_sigterm_checkpoints_the_finished_iteration_and_resume_is_exact(tmp_path, repo_root, monkeypatch, capsys):
+    """``kill`` during iteration 3 (checkpoints every 2): iteration 3 finishes, is checkpointed, exit code 143;
+    ``--resume`` then matches the uninterrupted run."""
+    from metarl.train import MetaRLTrainer
+
+    monkeypatch.chdir(repo_root)
+    overrides = sum([["--set", s] for s in TINY], [])
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert run_train([NAV, "--run-dir", str(straight), "--set", "iterations=4", *overrides]) == 0
+    original = MetaRLTrainer.run_iteration
+
+    def signalled(self, iteration):
+        if iteration == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return original(self, iteration)
+
+    monkeypatch.setattr(MetaRLTrainer, "run_iteration", signalled)
+    assert run_train([NAV, "--run-dir", str(stopped), "--set", "iterations=4", *overrides]) == 128 + signal.SIGTERM
+    assert "after iteration 3 (checkpointed)" in capsys.readouterr().err
+    assert load_checkpoint(latest_checkpoint(stopped))["iteration"] == 3 and len(read_rows(stopped)) == 3
+    monkeypatch.setattr(MetaRLTrainer, "run_iteration", original)
+    assert run_train(["--resume", str(stopped)]) == 0
+    a = _tensors(load_checkpoint(latest_checkpoint(straight))["algorithm"])
+    b = _tensors(load_checkpoint(latest_checkpoint(stopped))["algorithm"])
+    assert a.keys() == b.keys() and a and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["return_post"] for r in read_rows(straight)] == [r["return_post"] for r in read_rows(stopped)]
 
 
 def _tensors(tree, prefix=""):

@@ -23,6 +23,7 @@ from ..checkpoint import CheckpointError, checkpoint_path, save_checkpoint
 from ..config import Config, config_to_dict
 from ..progress import progress_bar
 from ..run_dir import ProgressLog, TensorBoardLog
+from ..stopping import StopOnSignal
 from .methods import Method, build_method
 from .problem import FewShotProblem, build_problem
 
@@ -97,25 +98,29 @@ def train_fewshot(
         total=config.iterations, initial=start, desc=f"{config.algorithm} {problem.name}", enabled=progress
     )
     rows = []
-    try:
-        for iteration in range(start, config.iterations):
-            began = time.perf_counter()
-            batch = problem.train_batch(config.seed, iteration, fs.meta_batch_size).to(device)
-            out = method.train_step(batch, iteration)
-            elapsed = time.perf_counter() - began
-            done = iteration + 1
-            row: dict[str, Any] = dict.fromkeys(columns, "")
-            row.update(iteration=done, loss=out["loss"], lr=out["lr"], time_s=elapsed)
-            row[problem.metric] = out["metric"]
-            if val_batch is not None and (done % fs.eval_every == 0 or done == config.iterations):
-                row.update(validation_row(method, problem, val_batch, fs.eval_inner_steps))
-            log.append(row)
-            tensorboard.log({k: v for k, v in row.items() if k != "iteration"}, step=done)
-            bar.update(row)
-            rows.append(row)
-            if done % config.logging.checkpoint_every == 0 or done == config.iterations:
-                save_checkpoint(checkpoint_path(run_dir, done), checkpoint_state(config, problem, method, done))
-    finally:
-        bar.close()
-        tensorboard.close()
+    with StopOnSignal() as stop:
+        try:
+            for iteration in range(start, config.iterations):
+                began = time.perf_counter()
+                batch = problem.train_batch(config.seed, iteration, fs.meta_batch_size).to(device)
+                out = method.train_step(batch, iteration)
+                elapsed = time.perf_counter() - began
+                done = iteration + 1
+                row: dict[str, Any] = dict.fromkeys(columns, "")
+                row.update(iteration=done, loss=out["loss"], lr=out["lr"], time_s=elapsed)
+                row[problem.metric] = out["metric"]
+                if val_batch is not None and (done % fs.eval_every == 0 or done == config.iterations):
+                    row.update(validation_row(method, problem, val_batch, fs.eval_inner_steps))
+                log.append(row)
+                tensorboard.log({k: v for k, v in row.items() if k != "iteration"}, step=done)
+                bar.update(row)
+                rows.append(row)
+                checkpointed = done % config.logging.checkpoint_every == 0 or done == config.iterations
+                if checkpointed or stop.requested:
+                    save_checkpoint(checkpoint_path(run_dir, done), checkpoint_state(config, problem, method, done))
+                if stop.requested and done < config.iterations:
+                    raise stop.stop(run_dir, done)
+        finally:
+            bar.close()
+            tensorboard.close()
     return rows
