@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -58,8 +59,14 @@ class StopOnSignal:
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def stop(self, run_dir: object, iteration: int) -> StopRequested:
-        """The exception to raise once iteration ``iteration`` is checkpointed in ``run_dir``."""
-        name = signal.Signals(self.signum or signal.SIGINT).name
-        message = f"stopped by {name} after iteration {iteration} (checkpointed); continue with: "
-        return StopRequested(message + f"metarl train --resume {run_dir}", self.signum or signal.SIGINT)
+    def end_of_iteration(
+        self, done: int, total: int, every: int, save: Callable[[int], object], run_dir: object
+    ) -> None:
+        """Checkpoint (``save(done)``) on the schedule (every ``every`` iterations and at the last) or when a stop was
+        requested; then, on a request before the last iteration, raise :class:`StopRequested`."""
+        if done % every == 0 or done == total or self.requested:
+            save(done)
+        if self.signum is not None and done < total:
+            name = signal.Signals(self.signum).name
+            message = f"stopped by {name} after iteration {done} (checkpointed); continue with: "
+            raise StopRequested(message + f"metarl train --resume {run_dir}", self.signum)

@@ -183,6 +183,10 @@ def train(
     tensorboard = TensorBoardLog(run_dir, config.logging.tensorboard, purge_step=start + 1 if start else None)
     rows = []
     bar = progress_bar(total=config.iterations, initial=start, desc="meta-train", enabled=progress)
+
+    def save(done: int) -> None:
+        save_checkpoint(checkpoint_path(run_dir, done), trainer.state_dict(done))
+
     with StopOnSignal() as stop:
         try:
             for iteration in range(start, config.iterations):
@@ -192,11 +196,7 @@ def train(
                 rows.append(row)
                 bar.update(row)
                 done = iteration + 1
-                checkpointed = done % config.logging.checkpoint_every == 0 or done == config.iterations
-                if checkpointed or stop.requested:
-                    save_checkpoint(checkpoint_path(run_dir, done), trainer.state_dict(done))
-                if stop.requested and done < config.iterations:
-                    raise stop.stop(run_dir, done)
+                stop.end_of_iteration(done, config.iterations, config.logging.checkpoint_every, save, run_dir)
         finally:
             bar.close()
             tensorboard.close()

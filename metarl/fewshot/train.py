@@ -97,6 +97,10 @@ def train_fewshot(
     bar = progress_bar(
         total=config.iterations, initial=start, desc=f"{config.algorithm} {problem.name}", enabled=progress
     )
+
+    def save(done: int) -> None:
+        save_checkpoint(checkpoint_path(run_dir, done), checkpoint_state(config, problem, method, done))
+
     rows = []
     with StopOnSignal() as stop:
         try:
@@ -115,11 +119,7 @@ def train_fewshot(
                 tensorboard.log({k: v for k, v in row.items() if k != "iteration"}, step=done)
                 bar.update(row)
                 rows.append(row)
-                checkpointed = done % config.logging.checkpoint_every == 0 or done == config.iterations
-                if checkpointed or stop.requested:
-                    save_checkpoint(checkpoint_path(run_dir, done), checkpoint_state(config, problem, method, done))
-                if stop.requested and done < config.iterations:
-                    raise stop.stop(run_dir, done)
+                stop.end_of_iteration(done, config.iterations, config.logging.checkpoint_every, save, run_dir)
         finally:
             bar.close()
             tensorboard.close()
