@@ -109,7 +109,10 @@ class FewShotConfig:
     ``inner_lr``, ``inner_steps`` (training) and ``eval_inner_steps`` (validation, and the default of evaluation);
     ``inner_batch_size`` splits Reptile's inner steps into mini-batches of the support set. ``inner_rule``: plain
     gradient steps (``sgd``) or Adam (``adam``, with ``inner_adam_beta1``, beta2 0.999; Reptile's published inner
-    loop is Adam with beta1 = 0); not with Meta-SGD's learned step sizes. Outer loop: Adam with
+    loop is Adam with beta1 = 0); not with Meta-SGD's learned step sizes. ``inner_adam_state`` (Reptile with Adam):
+    Adam's moments restart for every task (``task``) or carry on from task to task and across iterations
+    (``carried``: ``supervised-reptile`` resets only the network's variables between tasks, not the optimizer's), in
+    which case the state is checkpointed and every evaluation task starts from it. Outer loop: Adam with
     ``outer_lr`` (multiplied by ``outer_lr_decay`` every ``outer_lr_decay_every`` iterations when that is > 0), or
     Reptile's rule with a step size annealed linearly from ``reptile_outer_lr`` to ``reptile_outer_lr_final`` over
     the run's ``iterations``. ``inner_lr_high``: Meta-SGD step sizes start uniform in ``[inner_lr, inner_lr_high]``.
@@ -132,6 +135,7 @@ class FewShotConfig:
     inner_batch_size: int | None = field(default=None, metadata=_range(1))
     inner_rule: Literal["sgd", "adam"] = "sgd"
     inner_adam_beta1: float = field(default=0.0, metadata=_range(0, 1, high_open=True))
+    inner_adam_state: Literal["task", "carried"] = "task"
     eval_inner_steps: int = field(default=3, metadata=_range(0))
     outer_lr: float = field(default=1e-3, **_positive())
     outer_lr_decay: float = field(default=0.5, metadata=_range(0, 1, low_open=True))

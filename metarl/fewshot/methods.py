@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..config import Config
-from ..learners import GradientLearner, map_tasks, reptile_update
+from ..learners import GradientLearner, InnerState, map_tasks, reptile_update
 from .metric import episode_logits
 from .models import classification_loss, regression_loss
 from .problem import METRIC_ALGORITHMS, FewShotProblem
@@ -67,6 +67,9 @@ class GradientMethod:
             )
         self.inner_loss = regression_loss(self.model) if problem.metric == "mse" else classification_loss(self.model)
         self.optimizer: torch.optim.Optimizer | None = self._make_optimizer(params)
+        self.inner_state: InnerState | None = None
+        """The inner rule's state every adaptation starts from: ``None`` (a fresh start) unless Reptile carries its
+        Adam state across tasks (``fewshot.inner_adam_state: carried``)."""
 
     def _make_optimizer(self, params: dict[str, Tensor]) -> torch.optim.Optimizer | None:
         trainable = list(params.values()) + self.learner.meta_parameters()
@@ -116,9 +119,10 @@ class GradientMethod:
         """Per-task query metric after 0, 1, ..., ``steps`` inner steps on the support set (no meta-gradient)."""
         params = {n: p.detach() for n, p in self.params().items()}
         model, score, learner, inner, vec = self.model, self.score, self.learner, self.inner_loss, self.vectorize
+        start_state = self.inner_state
 
         def one(support: tuple[Tensor, Tensor], query: tuple[Tensor, Tensor]) -> Tensor:
-            adapted, state, values = params, None, []
+            adapted, state, values = params, start_state, []
             for step in range(steps + 1):
                 values.append(score(functional_call(model, adapted, (query[0],)), query[1])[1])
                 if step < steps:  # one step at a time, the inner rule's state (Adam) carried on
@@ -154,8 +158,10 @@ class ReptileMethod(GradientMethod):
     Inner loop (Nichol et al. 2018, ``supervised-reptile``): ``inner_steps`` steps, each on the next
     ``inner_batch_size`` examples of the task's support set, reshuffled every pass (with ``train_shots`` examples per
     class, more than at test time), with the learner's inner rule (``fewshot.inner_rule``: the paper's is Adam with
-    beta1 = 0). Outer step size: linear from ``reptile_outer_lr`` at iteration 0 to ``reptile_outer_lr_final`` at the
-    last iteration.
+    beta1 = 0). With ``fewshot.inner_adam_state: carried`` the tasks of a meta-batch are adapted one after the other
+    and each continues the Adam state (moments and step count) the previous one left, across iterations too, as
+    ``supervised-reptile`` does; the parameters still restart from the meta-parameters for every task. Outer step
+    size: linear from ``reptile_outer_lr`` at iteration 0 to ``reptile_outer_lr_final`` at the last iteration.
     """
 
     def _make_optimizer(self, params: dict[str, Tensor]) -> None:
@@ -179,13 +185,21 @@ class ReptileMethod(GradientMethod):
 
     def train_step(self, batch: FewShotBatch, iteration: int) -> dict[str, float]:
         params = {n: p.detach() for n, p in self.params().items()}
+        carried = self.config.fewshot.inner_adam_state == "carried"
         adapted_list, losses, metrics = [], [], []
         for i in range(len(batch)):
             x, y = batch.support(i)
             minibatches = [
                 torch.as_tensor(index, device=x.device) for index in self._minibatches(x.shape[0], iteration, i)
             ]
-            adapted, _ = self.learner.adapt_steps(params, self.inner_loss, [(x[idx], y[idx]) for idx in minibatches])
+            adapted, state = self.learner.adapt_steps(
+                params,
+                self.inner_loss,
+                [(x[idx], y[idx]) for idx in minibatches],
+                state=self.inner_state if carried else None,
+            )
+            if carried:
+                self.inner_state = _detached(state)
             adapted_list.append({n: v.detach() for n, v in adapted.items()})
             with torch.no_grad():
                 qx, qy = batch.query(i)
@@ -198,6 +212,24 @@ class ReptileMethod(GradientMethod):
             for name, p in self.params().items():
                 p.copy_(new[name])
         return {"loss": float(np.mean(losses)), "metric": float(np.mean(metrics)), "lr": lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "inner_state": _detached(self.inner_state)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.inner_state = state.get("inner_state")  # checkpoints written before the carried state existed: None
+
+
+def _detached(state: InnerState | None) -> InnerState | None:
+    """A copy of an Adam state (``t``, ``m``, ``v``) holding no autograd graph."""
+    if state is None:
+        return None
+    return {
+        "t": int(state["t"]),
+        "m": {n: v.detach().clone() for n, v in state["m"].items()},
+        "v": {n: v.detach().clone() for n, v in state["v"].items()},
+    }
 
 
 class MetricMethod:

@@ -120,6 +120,11 @@ def _check_keys(config: Config) -> None:
         raise ConfigError("config key 'fewshot.inner_lr_high': Meta-SGD only, and it must be >= fewshot.inner_lr")
     if fs.inner_rule != "sgd" and algorithm in ("metasgd", *METRIC_ALGORITHMS):
         raise ConfigError(f"config key 'fewshot.inner_rule': {algorithm} takes plain gradient steps (or none); use sgd")
+    if fs.inner_adam_state != "task" and (algorithm != "reptile" or fs.inner_rule != "adam"):
+        raise ConfigError(
+            "config key 'fewshot.inner_adam_state': carrying the inner Adam state across tasks is for Reptile with "
+            "fewshot.inner_rule: adam; drop it or set it to task"
+        )
 
 
 def load_omniglot(config: Config) -> Omniglot:
