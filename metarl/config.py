@@ -116,8 +116,10 @@ class FewShotConfig:
     ``outer_lr`` (multiplied by ``outer_lr_decay`` every ``outer_lr_decay_every`` iterations when that is > 0), or
     Reptile's rule with a step size annealed linearly from ``reptile_outer_lr`` to ``reptile_outer_lr_final`` over
     the run's ``iterations``. ``inner_lr_high``: Meta-SGD step sizes start uniform in ``[inner_lr, inner_lr_high]``.
-    Model: ``hidden`` units/filters (None: the paper's 40 for the sinusoid MLP, 64 for Conv4) and Conv4's
-    ``downsample``. ``vectorize``: batch tasks with ``torch.func.vmap`` (see ``benchmarks/fewshot.py``).
+    Model: ``hidden`` units/filters (None: the paper's 40 for the sinusoid MLP, 64 for Conv4), Conv4's
+    ``downsample`` and ``feature_map`` (``mean`` or ``flatten`` the final map before the head; None: flatten after
+    max-pooling, mean after strided convs as in MAML's code; Reptile's code flattens). ``vectorize``: batch tasks
+    with ``torch.func.vmap`` (see ``benchmarks/fewshot.py``).
     Data: ``data_dir`` (Omniglot zips or folders; relative paths are relative to the working directory),
     ``download``, ``val_alphabets`` held out of the background set for validation.
     """
@@ -145,6 +147,7 @@ class FewShotConfig:
     matching_scale: float = field(default=1.0, **_positive())
     hidden: int | None = field(default=None, metadata=_range(1))
     downsample: Literal["maxpool", "stride"] = "maxpool"
+    feature_map: Literal["mean", "flatten"] | None = None
     vectorize: bool = True
     eval_tasks: int = field(default=600, metadata=_range(1))
     eval_every: int = field(default=1000, metadata=_range(1))

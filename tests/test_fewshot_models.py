@@ -76,6 +76,27 @@ def test_conv4_shapes_and_names():
         embedder(x)
 
 
+def test_conv4_feature_map_mean_or_flatten():
+    """Strided convs end on a 2x2 map: averaged by default (MAML's code), flattened on request (Reptile's code)."""
+    x = images(6)
+    torch.manual_seed(0)
+    mean = Conv4(n_way=5, downsample="stride")
+    torch.manual_seed(0)
+    flat = Conv4(n_way=5, downsample="stride", feature_map="flatten")
+    feature_map = mean.features(x)
+    assert feature_map.shape == (6, 64, 2, 2)
+    torch.testing.assert_close(mean.embed(x), feature_map.mean(dim=(2, 3)))
+    torch.testing.assert_close(flat.embed(x), feature_map.reshape(6, 256))
+    assert flat.embed_dim == 256 and dict(flat.named_parameters())["head.weight"].shape == (5, 256)
+    assert mean.embed_dim == 64 and Conv4(n_way=5, downsample="stride", feature_map="mean").embed_dim == 64
+    # After max-pooling the map is 1x1, so both choices give the same embedding.
+    torch.manual_seed(1)
+    pooled = Conv4(n_way=None, feature_map="mean")
+    torch.testing.assert_close(pooled.embed(x), pooled.features(x).flatten(1))
+    with pytest.raises(ValueError, match="feature_map"):
+        Conv4(n_way=5, feature_map="max")
+
+
 def test_conv4_batch_norm_uses_batch_statistics_in_eval_too():
     model = Conv4(n_way=5)
     x = images(6)

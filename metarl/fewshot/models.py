@@ -25,6 +25,7 @@ Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Params, Batch], Tensor]
 
 DOWNSAMPLE = ("maxpool", "stride")
+FEATURE_MAPS = ("mean", "flatten")
 """How ``Conv4`` halves the resolution in each block: 2x2 max-pooling or a stride-2 convolution."""
 
 HEAD_PREFIX = "head."
@@ -76,7 +77,9 @@ class Conv4(nn.Module):
 
     Four ``ConvBlock``s of ``hidden`` filters. With max-pooling a 28x28 input becomes a ``hidden``-d embedding
     (28->14->7->3->1, flattened); with strided convs (MAML's Omniglot net) 28->14->7->4->2, then the spatial mean, as in
-    MAML's reference code, so the embedding is ``hidden``-d too. With ``n_way`` set, a linear ``head`` maps the
+    MAML's reference code, so the embedding is ``hidden``-d too. ``feature_map="flatten"`` keeps the whole final map
+    instead (``hidden * 2 * 2`` after strided convs, as in Reptile's reference code); ``"mean"`` averages it; ``None``
+    is the downsampling's default above. With ``n_way`` set, a linear ``head`` maps the
     embedding to ``n_way`` logits (MAML family); with ``n_way=None`` there is no head and the model is an embedding
     network (metric baselines). Parameter names are the same for both downsampling modes.
     """
@@ -88,10 +91,14 @@ class Conv4(nn.Module):
         hidden: int = 64,
         image_size: int = 28,
         downsample: str = "maxpool",
+        feature_map: str | None = None,
     ) -> None:
         super().__init__()
+        if feature_map not in (None, *FEATURE_MAPS):
+            raise ValueError(f"feature_map must be one of {FEATURE_MAPS} or None, got {feature_map!r}")
         self.n_way = n_way
         self.downsample = downsample
+        self.flatten = (feature_map or ("flatten" if downsample == "maxpool" else "mean")) == "flatten"
         self.features = nn.Sequential(
             *[ConvBlock(in_channels if i == 0 else hidden, hidden, downsample) for i in range(4)]
         )
@@ -100,7 +107,7 @@ class Conv4(nn.Module):
             side = side // 2 if downsample == "maxpool" else (side + 1) // 2
         if side < 1:
             raise ValueError(f"image_size {image_size} is too small for four 2x2 poolings")
-        self.embed_dim = hidden * side * side if downsample == "maxpool" else hidden
+        self.embed_dim = hidden * side * side if self.flatten else hidden
         self.head = nn.Linear(self.embed_dim, n_way) if n_way else None
 
     def forward(self, x: Tensor, embed_only: bool = False) -> Tensor:
@@ -114,7 +121,7 @@ class Conv4(nn.Module):
                 f"Conv4 takes one set of images [N, C, H, W], got shape {tuple(x.shape)}; call it per task (or vmap)"
             )
         features = self.features(x)
-        z = features.flatten(1) if self.downsample == "maxpool" else features.mean(dim=(2, 3))
+        z = features.flatten(1) if self.flatten else features.mean(dim=(2, 3))
         if embed_only:
             return z
         if self.head is None:

@@ -176,7 +176,7 @@ def build_problem(config: Config) -> FewShotProblem:
     test = OmniglotSource(_omniglot_tasks(data, "test", fs.n_way, fs.k_shot, fs.k_query))
     val = OmniglotSource(_omniglot_tasks(data, "val", fs.n_way, fs.k_shot, fs.k_query)) if fs.val_alphabets else None
     head = None if config.algorithm in METRIC_ALGORITHMS else fs.n_way
-    hidden, downsample = fs.hidden or 64, fs.downsample
+    hidden, downsample, feature_map = fs.hidden or 64, fs.downsample, fs.feature_map
     return FewShotProblem(
         name=f"omniglot-{fs.n_way}way-{fs.k_shot}shot",
         metric="accuracy",
@@ -184,7 +184,7 @@ def build_problem(config: Config) -> FewShotProblem:
         val=val,
         test=test,
         score=classification_score,
-        make_model=lambda: Conv4(n_way=head, hidden=hidden, downsample=downsample),
+        make_model=lambda: Conv4(n_way=head, hidden=hidden, downsample=downsample, feature_map=feature_map),
         n_way=fs.n_way,
         train_ways=train_ways,
     )
