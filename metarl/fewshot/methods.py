@@ -198,8 +198,8 @@ class ReptileMethod(GradientMethod):
                 [(x[idx], y[idx]) for idx in minibatches],
                 state=self.inner_state if carried else None,
             )
-            if carried:
-                self.inner_state = _detached(state)
+            if carried:  # first-order steps: the state holds no autograd graph
+                self.inner_state = state
             adapted_list.append({n: v.detach() for n, v in adapted.items()})
             with torch.no_grad():
                 qx, qy = batch.query(i)
@@ -214,22 +214,11 @@ class ReptileMethod(GradientMethod):
         return {"loss": float(np.mean(losses)), "metric": float(np.mean(metrics)), "lr": lr}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "inner_state": _detached(self.inner_state)}
+        return {**super().state_dict(), "inner_state": self.inner_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.inner_state = state.get("inner_state")  # checkpoints written before the carried state existed: None
-
-
-def _detached(state: InnerState | None) -> InnerState | None:
-    """A copy of an Adam state (``t``, ``m``, ``v``) holding no autograd graph."""
-    if state is None:
-        return None
-    return {
-        "t": int(state["t"]),
-        "m": {n: v.detach().clone() for n, v in state["m"].items()},
-        "v": {n: v.detach().clone() for n, v in state["v"].items()},
-    }
 
 
 class MetricMethod:

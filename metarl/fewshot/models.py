@@ -25,8 +25,10 @@ Batch = tuple[Tensor, Tensor]
 LossFn = Callable[[Params, Batch], Tensor]
 
 DOWNSAMPLE = ("maxpool", "stride")
-FEATURE_MAPS = ("mean", "flatten")
 """How ``Conv4`` halves the resolution in each block: 2x2 max-pooling or a stride-2 convolution."""
+
+FEATURE_MAPS = ("mean", "flatten")
+"""What ``Conv4`` does with its final feature map before the head: average it spatially or flatten it."""
 
 HEAD_PREFIX = "head."
 """Name prefix of the output layer's parameters (what ANIL adapts in its inner loop)."""
