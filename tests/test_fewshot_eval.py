@@ -216,3 +216,52 @@ def test_data_dir_option_points_the_loader(tmp_path, capsys, repo_root):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(missing) in err
     assert not run.exists()
+
+
+def _fake_run(run: Path, column: str, scores: dict[int, float], checkpoints: list[int]) -> Path:
+    """A run folder with a ``progress.csv`` holding ``column`` at some iterations and empty checkpoint files."""
+    (run / "checkpoints").mkdir(parents=True)
+    with (run / "progress.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["iteration", column])
+        for i in range(1, max(checkpoints) + 1):
+            writer.writerow([i, scores.get(i, "")])
+    for i in checkpoints:
+        (run / "checkpoints" / f"iter_{i:06d}.pt").write_bytes(b"")
+    return run
+
+
+def test_best_checkpoint_is_chosen_by_the_validation_metric(tmp_path):
+    from metarl.fewshot.evaluate import best_checkpoint
+
+    # Accuracy: highest wins; iteration 5 scores best but has no checkpoint; ties go to the earlier checkpoint.
+    acc = _fake_run(tmp_path / "acc", "val_accuracy", {2: 0.7, 4: 0.9, 5: 0.99, 6: 0.9, 8: 0.8}, [2, 4, 6, 7, 8])
+    assert best_checkpoint(acc, "accuracy").name == "iter_000004.pt"
+    # MSE: lowest wins.
+    mse = _fake_run(tmp_path / "mse", "val_mse", {2: 0.7, 4: 0.9, 6: 0.3, 8: 0.5}, [2, 4, 6, 8])
+    assert best_checkpoint(mse, "mse").name == "iter_000006.pt"
+    # No checkpoint at a validated iteration: one clear error.
+    none = _fake_run(tmp_path / "none", "val_accuracy", {3: 0.5}, [2, 4])
+    with pytest.raises(CheckpointError, match="no checkpoint at an iteration with a val_accuracy row"):
+        best_checkpoint(none, "accuracy")
+
+
+def test_evaluate_best_uses_and_records_the_validation_choice(tmp_path):
+    fs = {"problem": "sinusoid", "k_shot": 5, "k_query": 5, "meta_batch_size": 2, "val_tasks": 4, "eval_every": 2}
+    data = {
+        "seed": 1,
+        "iterations": 6,
+        "algorithm": "maml",
+        "fewshot": fs,
+        "logging": {"tensorboard": False, "checkpoint_every": 2},
+    }
+    run = trained_run(tmp_path / "run", data)
+    rows = read_csv(run / "progress.csv")
+    val = {int(r["iteration"]): float(r["val_mse"]) for r in rows if r["val_mse"]}
+    assert sorted(val) == [2, 4, 6]
+    expected = min(sorted(val), key=lambda i: val[i])
+    entry = evaluate_fewshot(run, "best", tasks=5, steps=1)["methods"]["maml"]
+    assert entry["iteration"] == expected and entry["checkpoint"] == f"checkpoints/iter_{expected:06d}.pt"
+    assert "val_mse" in entry["checkpoint_rule"]
+    same = evaluate_fewshot(run, str(expected), tasks=5, steps=1)["methods"]["maml"]
+    assert same["steps"] == entry["steps"] and "checkpoint_rule" not in same

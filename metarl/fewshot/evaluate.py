@@ -35,8 +35,36 @@ from .train import restore
 CSV_NAME = "adaptation.csv"
 
 
-def _find_checkpoint(run: Path, checkpoint: str | None) -> Path:
-    """The latest checkpoint, an iteration number, or a path (absolute, or relative to the run folder)."""
+def best_checkpoint(run: Path, metric: str) -> Path:
+    """The checkpoint with the best validation ``metric`` after adaptation (early stopping on the validation split,
+    as Snell et al. 2017 did for prototypical networks): the highest ``val_accuracy`` or lowest ``val_mse`` in
+    ``progress.csv`` among the checkpoints whose iteration has a validation row; ties go to the earlier one.
+
+    Validation tasks come from the held-out background alphabets (Omniglot) or the ``val`` task stream, so the
+    test episodes stay untouched by the choice.
+    """
+    from ..run_dir import read_progress
+
+    column = f"val_{metric}"
+    if not (run / "progress.csv").is_file():
+        raise CheckpointError(f"--checkpoint best needs the validation metric in '{run / 'progress.csv'}', missing")
+    scores = {int(r["iteration"]): r[column] for r in read_progress(run) if column in r}
+    sign = -1.0 if metric == "mse" else 1.0
+    best, best_score = None, -np.inf
+    for path in sorted((run / "checkpoints").glob("iter_*.pt")):
+        iteration = int(path.stem.split("_")[-1])
+        if iteration in scores and sign * scores[iteration] > best_score:
+            best, best_score = path, sign * scores[iteration]
+    if best is None:
+        raise CheckpointError(f"run folder '{run}' has no checkpoint at an iteration with a {column} row")
+    return best
+
+
+def _find_checkpoint(run: Path, checkpoint: str | None, metric: str) -> Path:
+    """The latest checkpoint, ``best`` (:func:`best_checkpoint`), an iteration number, or a path (absolute, or
+    relative to the run folder)."""
+    if checkpoint == "best":
+        return best_checkpoint(run, metric)
     if checkpoint is None:
         found = latest_checkpoint(run)
         if found is None:
@@ -57,7 +85,7 @@ def load_trained(run_dir: str | Path, checkpoint: str | None = None, overrides: 
     if config.fewshot is None:
         raise ConfigError(f"run folder '{run}' is not a few-shot run (its config has no fewshot section)")
     problem = build_problem(config)
-    path = _find_checkpoint(run, checkpoint)
+    path = _find_checkpoint(run, checkpoint, problem.metric)
     state = load_checkpoint(path)
     method = build_method(config, problem, torch.device("cpu"))
     iteration = restore(config, problem, method, state)
@@ -116,6 +144,8 @@ def evaluate_fewshot(
         "csv": CSV_NAME,
         "steps": summarize(values),
     }
+    if checkpoint == "best":
+        entry["checkpoint_rule"] = f"best val_{problem.metric} after adaptation among the checkpoints"
     folder = run / "evaluation"
     summary = merged_summary(read_summary(folder), config, problem, entry)
     write_atomic(
@@ -161,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m metarl.fewshot.evaluate", description=evaluate_fewshot.__doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR")
-    parser.add_argument("--checkpoint", help="iteration number or checkpoint file (default: the latest)")
+    parser.add_argument(
+        "--checkpoint",
+        help="iteration number, checkpoint file, or 'best' (best validation metric; default: the latest)",
+    )
     parser.add_argument("--tasks", type=int, help="test episodes (default: fewshot.eval_tasks, 600)")
     parser.add_argument("--steps", type=int, help="inner steps (default: fewshot.eval_inner_steps)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test episodes (default 0)")
