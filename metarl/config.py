@@ -162,11 +162,17 @@ FEWSHOT_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "protonet"
 
 @dataclass
 class Config:
-    """One experiment. Common keys: seed, iterations, device, env, sampler."""
+    """One experiment. Common keys: seed, iterations, device, threads, env, sampler.
+
+    ``threads``: torch intra-op threads of the training process when it runs on the CPU. 1 by default: with two
+    threads per process on shared cores throughput collapsed (DESIGN.md). Raise it where the cores are the run's own
+    (few-shot training has no rollout workers; MAML 20-way Omniglot ran ~1.8x faster on 2 threads than 1, alone).
+    """
 
     seed: int = 0
     iterations: int = field(default=500, metadata=_range(1))
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = field(default=1, metadata=_range(1))
     algorithm: Literal["maml_trpo", "maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet"] = (
         "maml_trpo"
     )

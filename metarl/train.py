@@ -237,9 +237,9 @@ def train_from_cli(
             raise ConfigError(f"run folder '{target}' already holds a run; use --resume {target} or another --run-dir")
     torch_device = resolve_device(config.device)
     if torch_device.type == "cpu":
-        # Two torch threads per process on shared cores collapsed the update 10-100x here (DESIGN.md); rollout
-        # workers already take the other cores.
-        torch.set_num_threads(1)
+        # One thread by default: two per process on shared cores collapsed the update 10-100x here (DESIGN.md), and
+        # rollout workers take the other cores. ``threads`` raises it where the cores are this run's own.
+        torch.set_num_threads(config.threads)
     if config.fewshot is not None:
         from .fewshot.train import prepare_fewshot, train_fewshot
 

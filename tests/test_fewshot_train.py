@@ -365,3 +365,18 @@ def test_experiment_files_are_valid(path, synth20):
     assert config.algorithm == path.stem.split("_")[2] and config.fewshot.problem == path.stem.split("_")[1]
     assert config.fewshot.eval_tasks == 600
     build_problem(config)
+
+
+def test_threads_key_sets_the_training_process_threads(monkeypatch, tmp_path):
+    """``threads`` (default 1) is what a CPU run gives torch, new or resumed; it is recorded in the run's config."""
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)  # the test process keeps its own setting
+    data = sinusoid_config("maml")
+    data.update(iterations=2, device="cpu")
+    config_file = _write_config(tmp_path / "config.yaml", data)
+    assert main(["train", str(config_file), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert calls == [1]
+    resume = ["train", "--resume", str(tmp_path / "run"), "--set", "iterations=3", "--set", "threads=2"]
+    assert main([*resume, "--no-progress"]) == 0
+    assert calls == [1, 2]
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["threads"] == 2
