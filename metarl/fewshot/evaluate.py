@@ -26,7 +26,7 @@ import torch
 from ..checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint
 from ..config import Config, ConfigError
 from ..eval_results import CI_METHOD, read_summary, summarize, summary_json, write_atomic
-from ..run_dir import read_run_config
+from ..run_dir import read_progress, read_run_config
 from .methods import Method, build_method
 from .problem import FewShotProblem, build_problem
 from .tasks import FewShotBatch
@@ -43,8 +43,6 @@ def best_checkpoint(run: Path, metric: str) -> Path:
     Validation tasks come from the held-out background alphabets (Omniglot) or the ``val`` task stream, so the
     test episodes stay untouched by the choice.
     """
-    from ..run_dir import read_progress
-
     column = f"val_{metric}"
     if not (run / "progress.csv").is_file():
         raise CheckpointError(f"--checkpoint best needs the validation metric in '{run / 'progress.csv'}', missing")
