@@ -37,12 +37,13 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def worker(mode: str, network: str, iters: int) -> dict:
-    """Time ``iters`` meta-iterations (after 2 warm-up ones) in this process; returns one result row."""
+def worker(mode: str, network: str, iters: int, threads: int = 1, config_path: Path = CONFIG) -> dict:
+    """Time ``iters`` meta-iterations (after 2 warm-up ones) of ``config_path``'s MAML on ``threads`` torch threads in
+    this process; returns one result row."""
     import numpy as np
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     from metarl.config import load_config
     from metarl.fewshot.methods import GradientMethod
     from metarl.fewshot.models import Conv4
@@ -50,11 +51,11 @@ def worker(mode: str, network: str, iters: int) -> dict:
     from metarl.fewshot.tasks import FewShotBatch
 
     overrides = [f"fewshot.vectorize={mode == 'vmap'}", f"fewshot.downsample={network}", "fewshot.data_dir=null"]
-    config = load_config(CONFIG, overrides)
+    config = load_config(config_path, overrides)
     fs = config.fewshot
 
     class RandomEpisodes:
-        """5-way 1-shot episodes of random images (labels a permutation per task)."""
+        """N-way K-shot episodes of random images (labels a permutation per task)."""
 
         def sample(self, n: int, rng: np.random.Generator) -> FewShotBatch:
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -72,7 +73,7 @@ def worker(mode: str, network: str, iters: int) -> dict:
 
     source = RandomEpisodes()
     problem = FewShotProblem(
-        name="omniglot-5way-1shot",
+        name=f"omniglot-{fs.n_way}way-{fs.k_shot}shot",
         metric="accuracy",
         train=source,
         val=None,
@@ -105,10 +106,12 @@ def worker(mode: str, network: str, iters: int) -> dict:
     }
 
 
-def run_subprocess(mode: str, network: str, iters: int) -> dict:
+def run_subprocess(mode: str, network: str, iters: int, threads: int = 1, config_path: Path = CONFIG) -> dict:
+    """One :func:`worker` in a fresh process (its own peak memory); returns its row."""
     # -P: do not put benchmarks/ on sys.path, where benchmarks/envs.py would shadow the ``envs`` package.
+    command = [sys.executable, "-P", __file__, "--worker", mode, network, "--iters", str(iters)]
     out = subprocess.run(
-        [sys.executable, "-P", __file__, "--worker", mode, network, "--iters", str(iters)],
+        [*command, "--threads", str(threads), "--config", str(config_path)],
         check=True,
         capture_output=True,
         text=True,
@@ -122,9 +125,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="subprocesses per (network, mode) (default 2)")
     parser.add_argument("--networks", default=",".join(NETWORKS), help="stride,maxpool (default both)")
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "NETWORK"), help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, default=CONFIG, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1], args.iters)))
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.iters, args.threads, args.config)))
         return
     runs: dict[tuple[str, str], list[dict]] = {}
     for _ in range(args.repeats):

@@ -166,7 +166,7 @@ class Config:
 
     ``threads``: torch intra-op threads of the training process when it runs on the CPU. 1 by default: with two
     threads per process on shared cores throughput collapsed (DESIGN.md). Raise it where the cores are the run's own
-    (few-shot training has no rollout workers; MAML 20-way Omniglot ran ~1.8x faster on 2 threads than 1, alone).
+    (few-shot training has no rollout workers; MAML 20-way Omniglot: 1.6x faster on 2 threads, benchmarks/threads.py).
     """
 
     seed: int = 0
