@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,20 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def checkpoint_path(run_dir: str | Path, iteration: int) -> Path:
     """Where the checkpoint after ``iteration`` completed iterations lives."""
     return Path(run_dir) / "checkpoints" / f"iter_{iteration:06d}.pt"
+
+
+def resolve_checkpoint(run_dir: str | Path, checkpoint: str | None, best: Callable[[], Path]) -> Path:
+    """The checkpoint a command names: ``None`` the latest, ``"best"`` whatever ``best()`` picks (each kind of run has
+    its own selection rule), an iteration number, or a path (absolute, or relative to the run folder)."""
+    run_dir = Path(run_dir)
+    if checkpoint == "best":
+        return best()
+    if checkpoint is None:
+        found = latest_checkpoint(run_dir)
+        if found is None:
+            raise CheckpointError(f"run folder '{run_dir}' has no checkpoint (checkpoints/iter_*.pt)")
+        return found
+    if str(checkpoint).isdigit():
+        return checkpoint_path(run_dir, int(checkpoint))
+    path = Path(checkpoint)
+    return path if path.exists() or path.is_absolute() else run_dir / path

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .config import Config, ConfigError
 from .eval_results import (
     csv_name,
@@ -103,17 +103,7 @@ def best_checkpoint(run_dir: Path) -> Path:
 def find_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
     """The checkpoint to evaluate: the latest, ``best`` (:func:`best_checkpoint`), an iteration number, or a path
     (absolute, or relative to the run)."""
-    if checkpoint == "best":
-        return best_checkpoint(run_dir)
-    if checkpoint is None:
-        found = latest_checkpoint(run_dir)
-        if found is None:
-            raise CheckpointError(f"run folder '{run_dir}' has no checkpoint (checkpoints/iter_*.pt)")
-        return found
-    if checkpoint.isdigit():
-        return checkpoint_path(run_dir, int(checkpoint))
-    path = Path(checkpoint)
-    return path if path.exists() or path.is_absolute() else run_dir / path
+    return resolve_checkpoint(run_dir, checkpoint, lambda: best_checkpoint(run_dir))
 
 
 def make_algorithm(policy: nn.Module, config: Config) -> Any:

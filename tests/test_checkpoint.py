@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from metarl.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 
 
 def test_round_trip_keeps_tensors_and_plain_values(tmp_path):
@@ -58,3 +65,20 @@ def test_latest_checkpoint_orders_by_iteration(tmp_path):
     for it in (2, 10, 9):
         save_checkpoint(checkpoint_path(tmp_path, it), {"iteration": it})
     assert latest_checkpoint(tmp_path) == checkpoint_path(tmp_path, 10)
+
+
+def test_resolve_checkpoint_reads_each_kind_of_name(tmp_path):
+    def never():
+        raise AssertionError("the best rule must only run for 'best'")
+
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        resolve_checkpoint(tmp_path, None, never)
+    for i in (2, 10):
+        save_checkpoint(checkpoint_path(tmp_path, i), {"iteration": i})
+    assert resolve_checkpoint(tmp_path, None, never).name == "iter_000010.pt"
+    assert resolve_checkpoint(tmp_path, "2", never) == checkpoint_path(tmp_path, 2)
+    assert resolve_checkpoint(tmp_path, "checkpoints/iter_000002.pt", never) == checkpoint_path(tmp_path, 2)
+    absolute = tmp_path / "elsewhere.pt"
+    assert resolve_checkpoint(tmp_path, str(absolute), never) == absolute
+    chosen = checkpoint_path(tmp_path, 2)
+    assert resolve_checkpoint(tmp_path, "best", lambda: chosen) == chosen

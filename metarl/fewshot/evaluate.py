@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from ..config import Config, ConfigError
 from ..eval_results import CI_METHOD, read_summary, summarize, summary_json, write_atomic
 from ..run_dir import read_progress, read_run_config
@@ -58,22 +58,6 @@ def best_checkpoint(run: Path, metric: str) -> Path:
     return best
 
 
-def _find_checkpoint(run: Path, checkpoint: str | None, metric: str) -> Path:
-    """The latest checkpoint, ``best`` (:func:`best_checkpoint`), an iteration number, or a path (absolute, or
-    relative to the run folder)."""
-    if checkpoint == "best":
-        return best_checkpoint(run, metric)
-    if checkpoint is None:
-        found = latest_checkpoint(run)
-        if found is None:
-            raise CheckpointError(f"run folder '{run}' has no checkpoint (checkpoints/iter_*.pt)")
-        return found
-    if str(checkpoint).isdigit():
-        return checkpoint_path(run, int(checkpoint))
-    path = Path(checkpoint)
-    return path if path.exists() or path.is_absolute() else run / path
-
-
 def load_trained(run_dir: str | Path, checkpoint: str | None = None, overrides: list[str] | None = None) -> tuple:
     """``(config, problem, method, checkpoint path, iteration)`` of a run, everything checked before any work."""
     run = Path(run_dir)
@@ -83,7 +67,7 @@ def load_trained(run_dir: str | Path, checkpoint: str | None = None, overrides: 
     if config.fewshot is None:
         raise ConfigError(f"run folder '{run}' is not a few-shot run (its config has no fewshot section)")
     problem = build_problem(config)
-    path = _find_checkpoint(run, checkpoint, problem.metric)
+    path = resolve_checkpoint(run, checkpoint, lambda: best_checkpoint(run, problem.metric))
     state = load_checkpoint(path)
     method = build_method(config, problem, torch.device("cpu"))
     iteration = restore(config, problem, method, state)
