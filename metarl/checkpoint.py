@@ -82,7 +82,7 @@ def resolve_checkpoint(run_dir: str | Path, checkpoint: str | None, best: Callab
         if found is None:
             raise CheckpointError(f"run folder '{run_dir}' has no checkpoint (checkpoints/iter_*.pt)")
         return found
-    if str(checkpoint).isdigit():
+    if checkpoint.isdigit():
         return checkpoint_path(run_dir, int(checkpoint))
     path = Path(checkpoint)
     return path if path.exists() or path.is_absolute() else run_dir / path
