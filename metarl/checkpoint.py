@@ -15,10 +15,12 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 FORMAT = "metarl-checkpoint-v1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, corrupt, or not written by metarl."""
 
 

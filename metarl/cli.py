@@ -11,20 +11,10 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from .errors import UserError
 from .stopping import StopRequested
 
 USER_ERROR_EXIT = 2
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean 'the user asked for something unusable', not a bug."""
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .evaluate import EvaluationError
-    from .fewshot.omniglot import DataError
-    from .sampling import SamplerError
-
-    return (ConfigError, CheckpointError, SamplerError, DataError, EvaluationError)
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:
@@ -253,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except _user_errors() as exc:
+    except UserError as exc:
         print(f"metarl {args.command}: error: {exc}", file=sys.stderr)
         return USER_ERROR_EXIT
     except StopRequested as exc:

@@ -28,6 +28,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .config import Config, ConfigError
+from .errors import UserError
 from .eval_results import (
     csv_name,
     csv_text,
@@ -48,7 +49,7 @@ DEFAULT_STEPS = 3
 Params = dict[str, torch.Tensor]
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """A run folder lacks what a command needs (evaluation results, training progress)."""
 
 

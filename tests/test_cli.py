@@ -38,3 +38,43 @@ def test_console_script_is_installed_and_exits_2_on_a_missing_config(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"metarl train: error: config file '{tmp_path / 'missing.yaml'}' does not exist"
     ]
+
+
+def _raise_from_a_command(monkeypatch, exc: BaseException) -> int:
+    """Run `metarl boom`, a command registered for this test whose only act is to raise ``exc``."""
+    import metarl.cli as cli
+
+    def register(commands):
+        boom = commands.add_parser("boom")
+
+        def raise_it(_args):
+            raise exc
+
+        boom.set_defaults(func=raise_it)
+
+    monkeypatch.setattr(cli, "_EXTRA_COMMANDS", [*cli._EXTRA_COMMANDS, register])
+    return cli.main(["boom"])
+
+
+@pytest.mark.parametrize(
+    "error_type",
+    [
+        "metarl.config.ConfigError",
+        "metarl.checkpoint.CheckpointError",
+        "metarl.sampling.base.SamplerError",
+        "metarl.fewshot.omniglot.DataError",
+        "metarl.evaluate.EvaluationError",
+    ],
+)
+def test_each_user_error_is_one_line_and_exit_2(monkeypatch, capsys, error_type):
+    import importlib
+
+    module_name, class_name = error_type.rsplit(".", 1)
+    error_class = getattr(importlib.import_module(module_name), class_name)
+    assert _raise_from_a_command(monkeypatch, error_class("the thing to fix")) == 2
+    assert capsys.readouterr().err.splitlines() == ["metarl boom: error: the thing to fix"]
+
+
+def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
+    with pytest.raises(ZeroDivisionError):
+        _raise_from_a_command(monkeypatch, ZeroDivisionError("a bug"))

@@ -25,6 +25,7 @@ import torch
 
 from ..checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from ..config import Config, ConfigError
+from ..errors import UserError
 from ..eval_results import CI_METHOD, read_summary, summarize, summary_json, write_atomic
 from ..run_dir import read_progress, read_run_config
 from .methods import Method, build_method
@@ -169,8 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from .omniglot import DataError
-
     parser = argparse.ArgumentParser(prog="python -m metarl.fewshot.evaluate", description=evaluate_fewshot.__doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument(
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = evaluate_fewshot(args.run_dir, args.checkpoint, args.tasks, args.steps, args.seed, args.set)
-    except (ConfigError, CheckpointError, DataError) as exc:
+    except UserError as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary))

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import UserError
+
 PARTS: tuple[str, str] = ("images_background", "images_evaluation")
 """The two halves of the data set: background (meta-train/val) and evaluation (meta-test) alphabets."""
 
@@ -60,7 +62,7 @@ _CORRUPT_HINT = (
 )
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Omniglot data (or its cache) is missing, corrupt or unusable; the message names the path and the fix.
 
     ``problem`` (what is wrong, with the path) and ``hint`` (the fix) are kept apart too, so a caller with its own

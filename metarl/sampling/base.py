@@ -15,13 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from metarl.episodes import EpisodeBatch
+from metarl.errors import UserError
 from metarl.sampling.lanes import lanes_per_chunk
 from metarl.sampling.rollout import Chunk, ParamSet, RolloutSpec
 
 Params = dict[str, Tensor]
 
 
-class SamplerError(RuntimeError):
+class SamplerError(UserError, RuntimeError):
     """The sampler cannot do its job (Ray unreachable, workers cannot start or keep dying); the message says why."""
 
 
