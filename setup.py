@@ -1,4 +1,5 @@
-"""Install metarl: the library (`metarl`) and its task-distribution environments (`envs`)."""
+"""Install metarl: the library (`metarl`) and its task-distribution environments (folder `envs/`, imported as
+`metarl_envs` so that no other `envs` module can shadow it)."""
 
 from setuptools import find_packages, setup
 
@@ -8,7 +9,8 @@ setup(
     description="Meta-reinforcement learning suite: MAML-TRPO, Reptile, SNAIL on gymnasium/MuJoCo task distributions",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["metarl", "metarl.*", "envs", "envs.*"]),
+    packages=find_packages(include=["metarl", "metarl.*"]) + ["metarl_envs"],
+    package_dir={"metarl_envs": "envs"},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.3",

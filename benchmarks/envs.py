@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +23,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-# Run as ``python benchmarks/envs.py``, this file's folder leads sys.path and ``import envs`` would import
-# this very file: drop that folder so the task-distribution package is found.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-import envs  # noqa: E402
+import metarl_envs as envs
 
 FAMILIES = ["Navigation2D", "HalfCheetahVel", "HalfCheetahDir", "AntVel", "AntDir", "Bandit", "TabularMDP"]
 CHUNK = 256  # steps between clock reads

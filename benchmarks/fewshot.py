@@ -108,8 +108,7 @@ def worker(mode: str, network: str, iters: int, threads: int = 1, config_path: P
 
 def run_subprocess(mode: str, network: str, iters: int, threads: int = 1, config_path: Path = CONFIG) -> dict:
     """One :func:`worker` in a fresh process (its own peak memory); returns its row."""
-    # -P: do not put benchmarks/ on sys.path, where benchmarks/envs.py would shadow the ``envs`` package.
-    command = [sys.executable, "-P", __file__, "--worker", mode, network, "--iters", str(iters)]
+    command = [sys.executable, __file__, "--worker", mode, network, "--iters", str(iters)]
     out = subprocess.run(
         [*command, "--threads", str(threads), "--config", str(config_path)],
         check=True,

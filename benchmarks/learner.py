@@ -24,16 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a script, this folder leads sys.path, where a sibling module (benchmarks/envs.py) would shadow the `envs`
-# package that `metarl` imports: drop it, so `python benchmarks/learner.py` and `python -m benchmarks.learner` agree.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
 
-import torch  # noqa: E402
-
-from metarl.episodes import EpisodeBatch  # noqa: E402
-from metarl.maml_trpo import MAMLTRPO, MAMLTRPOConfig  # noqa: E402
-from metarl.policies import GaussianMLPPolicy  # noqa: E402
-from metarl.trpo import flat_grad, hvp_from_grad  # noqa: E402
+from metarl.episodes import EpisodeBatch
+from metarl.maml_trpo import MAMLTRPO, MAMLTRPOConfig
+from metarl.policies import GaussianMLPPolicy
+from metarl.trpo import flat_grad, hvp_from_grad
 
 SIZES = {
     # name: (tasks, episodes, horizon, obs_dim, act_dim, hidden)

@@ -13,18 +13,14 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-# Run as ``python benchmarks/ppo_baselines.py``, this file's folder leads sys.path and its ``envs.py`` would shadow
-# the task-distribution package: drop that folder.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-from metarl.config import load_config  # noqa: E402
-from metarl.sb3_baselines import train_ppo  # noqa: E402
+from metarl.config import load_config
+from metarl.sb3_baselines import train_ppo
 
 CONFIGS = {
     "Navigation2D": "experiments/maml_trpo_navigation.yaml",

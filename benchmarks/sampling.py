@@ -30,18 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-# Run as a script, this folder leads sys.path, where benchmarks/envs.py would shadow the `envs` package: drop it.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import gymnasium as gym
+import mujoco
+import numpy as np
+import ray
+import torch
 
-import gymnasium as gym  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-import torch  # noqa: E402
-
-import metarl  # noqa: E402, F401
-from metarl.policies import GaussianMLPPolicy, policy_params  # noqa: E402
-from metarl.sampling import Sampler, make_sampler  # noqa: E402
+from metarl.policies import GaussianMLPPolicy, policy_params
+from metarl.sampling import Sampler, make_sampler
 
 CHEETAH = "metarl/HalfCheetahVel-v0"
 NAV = "metarl/Navigation2D-v0"
@@ -152,7 +148,7 @@ def worker_breakdown(n: int, e: int) -> dict:
 
 
 def nav_env_only(num_envs: int, horizon: int, repeats: int) -> float:
-    from envs.navigation import BatchedNavigation2D
+    from metarl_envs.navigation import BatchedNavigation2D
 
     env = BatchedNavigation2D(num_envs, horizon)
     env.set_tasks(env.sample_tasks(num_envs, 0))

@@ -4,7 +4,7 @@ Families: ``Navigation2D`` (+ ``BatchedNavigation2D``), ``HalfCheetahVel``, ``Ha
 ``AntDir``, ``Bandit``, ``TabularMDP``; each has ``sample_tasks(n, rng, split)`` (on the class or an instance)
 and ``set_task``/``get_task`` on the env. ``register_all()`` registers them as ``metarl/<Family>-v0``; through
 ``gymnasium.make`` reach the methods with ``env.unwrapped``. The MuJoCo families are imported lazily (on first
-attribute access) so ``import envs`` stays cheap.
+attribute access) so ``import metarl_envs`` stays cheap.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from envs.bandit import Bandit
-from envs.navigation import BatchedNavigation2D, Navigation2D
-from envs.registration import FAMILIES, describe_families, register_all
-from envs.tabular_mdp import TabularMDP
-from envs.tasks import SPLITS, Task, TaskFamily, task_generator
+from metarl_envs.bandit import Bandit
+from metarl_envs.navigation import BatchedNavigation2D, Navigation2D
+from metarl_envs.registration import FAMILIES, describe_families, register_all
+from metarl_envs.tabular_mdp import TabularMDP
+from metarl_envs.tasks import SPLITS, Task, TaskFamily, task_generator
 
 if TYPE_CHECKING:
-    from envs.ant import AntDir, AntVel
-    from envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
+    from metarl_envs.ant import AntDir, AntVel
+    from metarl_envs.half_cheetah import HalfCheetahDir, HalfCheetahVel
 
 _LAZY = {
-    "HalfCheetahVel": "envs.half_cheetah",
-    "HalfCheetahDir": "envs.half_cheetah",
-    "AntVel": "envs.ant",
-    "AntDir": "envs.ant",
+    "HalfCheetahVel": "metarl_envs.half_cheetah",
+    "HalfCheetahDir": "metarl_envs.half_cheetah",
+    "AntVel": "metarl_envs.ant",
+    "AntDir": "metarl_envs.ant",
 }
 
 __all__ = [
@@ -51,4 +51,4 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+    raise AttributeError(f"module 'metarl_envs' has no attribute {name!r}")

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
-from envs.tasks import Task, TaskFamily, check_horizon, hybridmethod, task_float, task_sign
+from metarl_envs.tasks import Task, TaskFamily, check_horizon, hybridmethod, task_float, task_sign
 
 # Reward constants of the paper's code, cbfinn/maml_rl rllab/envs/mujoco/ant_env_rand{,_direc}.py.
 CTRL_COST_WEIGHT = 0.5 * 1e-2

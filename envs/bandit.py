@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.tasks import Task, TaskFamily, hybridmethod, task_array
+from metarl_envs.tasks import Task, TaskFamily, hybridmethod, task_array
 
 
 class Bandit(TaskFamily, gym.Env[np.ndarray, np.int64]):

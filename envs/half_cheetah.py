@@ -12,7 +12,7 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
-from envs.tasks import Task, TaskFamily, check_horizon, hybridmethod, task_float, task_sign
+from metarl_envs.tasks import Task, TaskFamily, check_horizon, hybridmethod, task_float, task_sign
 
 CTRL_COST_WEIGHT = 0.05  # 0.5 * 1e-1 in cbfinn/maml_rl half_cheetah_env_rand*.py
 VELOCITY_LOW, VELOCITY_HIGH = 0.0, 2.0

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.tasks import Task, TaskFamily, check_horizon, check_task_keys, hybridmethod, task_array
+from metarl_envs.tasks import Task, TaskFamily, check_horizon, check_task_keys, hybridmethod, task_array
 
 MAX_SPEED = np.float32(0.1)
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5

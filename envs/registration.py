@@ -9,13 +9,13 @@ from gymnasium.envs.registration import load_env_creator
 
 # id -> entry point; no max_episode_steps: each env truncates itself at its own ``horizon``.
 FAMILIES: dict[str, str] = {
-    "metarl/Navigation2D-v0": "envs.navigation:Navigation2D",
-    "metarl/HalfCheetahVel-v0": "envs.half_cheetah:HalfCheetahVel",
-    "metarl/HalfCheetahDir-v0": "envs.half_cheetah:HalfCheetahDir",
-    "metarl/AntVel-v0": "envs.ant:AntVel",
-    "metarl/AntDir-v0": "envs.ant:AntDir",
-    "metarl/Bandit-v0": "envs.bandit:Bandit",
-    "metarl/TabularMDP-v0": "envs.tabular_mdp:TabularMDP",
+    "metarl/Navigation2D-v0": "metarl_envs.navigation:Navigation2D",
+    "metarl/HalfCheetahVel-v0": "metarl_envs.half_cheetah:HalfCheetahVel",
+    "metarl/HalfCheetahDir-v0": "metarl_envs.half_cheetah:HalfCheetahDir",
+    "metarl/AntVel-v0": "metarl_envs.ant:AntVel",
+    "metarl/AntDir-v0": "metarl_envs.ant:AntDir",
+    "metarl/Bandit-v0": "metarl_envs.bandit:Bandit",
+    "metarl/TabularMDP-v0": "metarl_envs.tabular_mdp:TabularMDP",
 }
 
 

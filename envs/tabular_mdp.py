@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.tasks import Task, TaskFamily, check_horizon, hybridmethod, task_array
+from metarl_envs.tasks import Task, TaskFamily, check_horizon, hybridmethod, task_array
 
 REWARD_MEAN_PRIOR = (1.0, 1.0)  # mu(s, a) ~ N(1, 1)
 REWARD_NOISE_STD = 1.0  # r ~ N(mu(s, a), 1)

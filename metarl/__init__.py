@@ -3,7 +3,7 @@
 Importing the package registers every task-distribution environment with gymnasium under the ``metarl/`` namespace.
 """
 
-import envs as _envs
+import metarl_envs as _envs
 
 _envs.register_all()
 

@@ -18,7 +18,7 @@ USER_ERROR_EXIT = 2
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:
-    import envs
+    import metarl_envs as envs
 
     rows = envs.describe_families()
     for row in rows:

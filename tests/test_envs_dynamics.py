@@ -9,7 +9,7 @@ import mujoco
 import numpy as np
 import pytest
 
-import envs
+import metarl_envs as envs
 
 # --- Navigation2D -------------------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from envs import Navigation2D
 from metarl.advantages import compute_advantages
 from metarl.cli import main
 from metarl.config import ConfigError
@@ -18,6 +17,7 @@ from metarl.eval_results import confidence_interval, current_umask, summarize
 from metarl.evaluate import adapt_step, fresh_policy, make_algorithm, parse_step_sizes
 from metarl.rl_objectives import reinforce_loss
 from metarl.run_dir import read_run_config
+from metarl_envs import Navigation2D
 
 TINY = """\
 seed: 3

@@ -3,8 +3,8 @@
 One interface, three kinds: :class:`GymLanes` steps a pool of unwrapped gymnasium envs in a Python loop (any
 family); :class:`HalfCheetahLanes` is the same pool with the half-cheetah step written lean (clipping vectorized, no
 info dict), bitwise equal to ``env.step`` (a test holds it to that); :class:`BatchedNavigationLanes` steps all lanes
-of ``metarl/Navigation2D-v0`` as one NumPy operation through ``envs.navigation.BatchedNavigation2D`` (bitwise equal
-to the single envs, see its docstring).
+of ``metarl/Navigation2D-v0`` as one NumPy operation through ``metarl_envs.navigation.BatchedNavigation2D``
+(bitwise equal to the single envs, see its docstring).
 
 A lane is one environment running one episode at a time. ``reset`` starts a new episode on every lane (task and
 reset seed per lane); ``step`` advances only the ``active`` lanes (the others have finished their episode) and
@@ -93,13 +93,13 @@ class GymLanes:
 
 
 class HalfCheetahLanes(GymLanes):
-    """Half-cheetah families with a lean step: the env's own arithmetic (``envs.half_cheetah._HalfCheetahTask.step``)
-    minus its per-call overhead, which is about a third of the physics time. Used only for envs whose ``step`` is
-    exactly that method."""
+    """Half-cheetah families with a lean step: the env's own arithmetic
+    (``metarl_envs.half_cheetah._HalfCheetahTask.step``) minus its per-call overhead, which is about a third of the
+    physics time. Used only for envs whose ``step`` is exactly that method."""
 
     def __init__(self, env_id: str, env_kwargs: dict[str, Any], first: gym.Env | None = None) -> None:
         super().__init__(env_id, env_kwargs, first)
-        from envs.half_cheetah import CTRL_COST_WEIGHT
+        from metarl_envs.half_cheetah import CTRL_COST_WEIGHT
 
         self._ctrl_cost_weight = CTRL_COST_WEIGHT
         self._low, self._high = self._envs[0]._low, self._envs[0]._high
@@ -107,7 +107,7 @@ class HalfCheetahLanes(GymLanes):
     @staticmethod
     def supports(env: gym.Env) -> bool:
         try:
-            from envs.half_cheetah import _HalfCheetahTask
+            from metarl_envs.half_cheetah import _HalfCheetahTask
         except ImportError:
             return False
         return isinstance(env, _HalfCheetahTask) and type(env).step is _HalfCheetahTask.step
@@ -141,7 +141,7 @@ class BatchedNavigationLanes:
         self._batch = None
 
     def reset(self, tasks: list[dict], seeds: list[int]) -> np.ndarray:
-        from envs.navigation import BatchedNavigation2D
+        from metarl_envs.navigation import BatchedNavigation2D
 
         if self._batch is None or self._batch.num_envs != len(tasks):
             self._batch = BatchedNavigation2D(len(tasks), self.horizon)
