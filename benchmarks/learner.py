@@ -1,15 +1,19 @@
-"""Loop vs ``torch.func.vmap`` over tasks for the MAML-TRPO meta-gradient on this machine.
+"""The MAML-TRPO update in each task batching and Hessian-vector-product form, on the CPU or a CUDA device.
 
-For each problem size and mode this times, in a fresh subprocess (so peak memory is its own):
+For each problem size, multiple of its meta-batch and mode (``batching/hvp[/nograph]``: batching ``loop``, ``vmap``
+or ``stacked``; hvp ``double_backward`` or ``gauss_newton``; on CUDA the product is replayed from a CUDA graph unless
+``nograph``, and ``graph_max_rel_diff`` checks the replay against the plain call), this times in a fresh
+subprocess (its own peak memory):
 
 - ``meta_grad``: the second-order meta-gradient (adapt every task with ``create_graph``, query surrogate, backward);
-- ``hvp``: one KL Hessian-vector product through the adaptation (after the first backward with ``create_graph``);
-- ``update``: one whole :meth:`MAMLTRPO.meta_update` (10 CG iterations + line search), first round only;
-- ``peak_mb``: peak RSS growth over the process's RSS once the data is built (best over rounds).
+- ``hvp``: one KL Hessian-vector product through the adaptation (after its graph is built);
+- ``update``: one whole :meth:`MAMLTRPO.meta_update` (10 CG products, step scaling, line search, diagnostics), best
+  of ``--repeats`` after a first call, which is reported apart (``first_s``: vmap traces, CUDA warms up there);
+- ``peak_mb``: peak memory: RSS growth on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 
-Run ``python benchmarks/learner.py`` (``--quick`` for small sizes only); prints a table and writes
-``benchmarks/results/learner.json``. Episodes are synthetic (random tensors with early termination): the cost is in
-the network and autograd, not in what the numbers mean.
+Run ``python benchmarks/learner.py`` (CPU, 1 thread) or ``--device cuda``; ``--quick`` for point-2d at 1x only. Prints
+a table and writes ``benchmarks/results/learner_<device>.json``. Episodes are synthetic (random tensors, episodes that
+end between half and all of the horizon): the cost is in the network and autograd, not in what the numbers mean.
 """
 
 from __future__ import annotations
@@ -26,100 +30,110 @@ from pathlib import Path
 
 import torch
 
+from metarl.cuda_graph import cuda_graphed
 from metarl.episodes import EpisodeBatch
 from metarl.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from metarl.policies import GaussianMLPPolicy
-from metarl.trpo import flat_grad, hvp_from_grad
+from metarl.rl_objectives import task_mean, trpo_terms
+from metarl.trpo import flat_grad, gauss_newton_hvp, hvp_from_grad
 
 SIZES = {
     # name: (tasks, episodes, horizon, obs_dim, act_dim, hidden)
-    "tiny-mlp": (20, 10, 50, 2, 2, (16, 16)),
     "point-2d": (20, 20, 100, 2, 2, (100, 100)),
     "cheetah-vel": (40, 20, 200, 20, 6, (100, 100)),
 }
-QUICK = ("tiny-mlp", "point-2d")
-RESULTS = Path(__file__).resolve().parent / "results" / "learner.json"
+MODES = (
+    "loop/double_backward",
+    "loop/gauss_newton",
+    "vmap/double_backward",
+    "vmap/gauss_newton",
+    "stacked/double_backward",
+    "stacked/gauss_newton",
+)
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def synthetic_batch(n: int, e: int, t: int, obs_dim: int, act_dim: int, seed: int) -> EpisodeBatch:
+def synthetic_batch(n: int, e: int, t: int, obs_dim: int, act_dim: int, seed: int, device: str = "cpu") -> EpisodeBatch:
     """Random episodes; each lasts between half and all of the horizon."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(t // 2, t + 1, (n, e), generator=g)
     mask = (torch.arange(t) < lengths[..., None]).float()
-    return EpisodeBatch(
+    batch = EpisodeBatch(
         observations=torch.randn(n, e, t, obs_dim, generator=g),
         actions=torch.randn(n, e, t, act_dim, generator=g),
         rewards=torch.randn(n, e, t, generator=g),
         log_probs=torch.zeros(n, e, t),
         mask=mask,
     )
+    return batch.to_torch(device)
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+def timed(fn, repeats: int, device: torch.device) -> tuple[float, float, float]:
+    """First call's wall time, then the best wall and the best process CPU time of ``repeats`` further calls.
 
-
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """Best wall time and best process CPU time of ``repeats`` calls, after one warm-up call.
-
-    The minimum is the least disturbed by other processes on the shared cores; CPU time (all threads) is reported
-    beside wall time because the machine is shared.
+    CUDA is synchronised around each call. CPU time (this process, all threads) is what other load on a shared
+    machine disturbs least.
     """
-    fn()
     walls, cpus = [], []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         wall, cpu = time.perf_counter(), time.process_time()
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    return min(walls), min(cpus)
+    return walls[0], min(walls[1:]), min(cpus[1:])
 
 
-def run_one(size: str, mode: str, repeats: int, with_update: bool) -> dict:
-    """Measure one (size, mode) in this process."""
+def memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(size: str, scale: int, mode: str, device_name: str, repeats: int) -> dict:
+    """Measure one (size, scale, mode) in this process."""
+    device = torch.device(device_name)
     n, e, t, obs_dim, act_dim, hidden = SIZES[size]
+    n *= scale
+    batching, hvp_form, *flags = mode.split("/")
+    graph = "nograph" not in flags
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(obs_dim, act_dim, hidden)
-    algo = MAMLTRPO(policy, MAMLTRPOConfig(vectorize=(mode == "vmap")))
-    support = synthetic_batch(n, e, t, obs_dim, act_dim, 1)
-    query = synthetic_batch(n, e, t, obs_dim, act_dim, 2)
+    policy = GaussianMLPPolicy(obs_dim, act_dim, hidden).to(device)
+    algo = MAMLTRPO(policy, MAMLTRPOConfig(batching=batching, hvp=hvp_form, cuda_graph=graph))
+    support = synthetic_batch(n, e, t, obs_dim, act_dim, 1, device_name)
+    query = synthetic_batch(n, e, t, obs_dim, act_dim, 2, device_name)
     s, q = algo.prepare(support), algo.prepare(query)
-    rss0 = current_rss_mb()
+    base = memory_mb(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     def meta_grad() -> None:
         theta = algo.parameters_vector().requires_grad_(True)
-        surrogate, _, _ = algo.objective(theta, s, q)
-        flat_grad(surrogate, theta)
+        flat_grad(algo.objective(theta, s, q)[0], theta)
 
     theta = algo.parameters_vector().requires_grad_(True)
-    _, kl, _ = algo.objective(theta, s, q)
-    hvp = hvp_from_grad(flat_grad(kl, theta, create_graph=True), theta, 1e-5)
+    new = algo.query_distribution(theta, s, q["observations"])
+    _, kl, old = trpo_terms(policy, new, q)
+    if hvp_form == "gauss_newton":
+        hvp = gauss_newton_hvp(new, theta, lambda d: task_mean(policy.kl(old, d), q["mask"]).mean(), 1e-5)
+    else:
+        hvp = hvp_from_grad(flat_grad(kl.mean(), theta, create_graph=True), theta, 1e-5)
     v = torch.randn_like(theta)
+    out = {"size": size, "scale": scale, "tasks": n, "mode": mode, "device": device_name}
+    if graph and device.type == "cuda":
+        plain, hvp = hvp, cuda_graphed(hvp, v)
+        out["graph_max_rel_diff"] = float((hvp(v) - plain(v)).abs().max() / plain(v).abs().max())
 
-    out = {"size": size, "mode": mode, "load_before": os.getloadavg()[0]}
-    out["meta_grad_s"], out["meta_grad_cpu_s"] = timed(meta_grad, repeats)
-    out["hvp_s"], out["hvp_cpu_s"] = timed(lambda: hvp(v), repeats)
-    hvp = kl = None  # free the graph before the full update
-    if with_update:
-        start = time.perf_counter()
-        algo.meta_update(support, query)
-        out["update_s"] = time.perf_counter() - start
-    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
-    return out
-
-
-def merge(runs: list[dict]) -> dict:
-    """Best of several runs of one (size, mode), metric by metric; errors kept if every run failed."""
-    ok = [r for r in runs if "error" not in r]
-    if not ok:
-        return runs[-1]
-    out = {k: ok[0][k] for k in ("size", "mode")}
-    for key in ok[0]:
-        if key not in out:
-            values = [r[key] for r in ok if key in r]
-            out[key] = max(values) if key == "load_before" else min(values)
-    out["runs"] = len(ok)
+    out["load_before"] = os.getloadavg()[0]
+    _, out["meta_grad_s"], out["meta_grad_cpu_s"] = timed(meta_grad, repeats, device)
+    _, out["hvp_s"], out["hvp_cpu_s"] = timed(lambda: hvp(v), repeats, device)
+    hvp = plain = new = kl = None  # free the graph before the full updates
+    update = timed(lambda: algo.meta_update(support, query), repeats, device)
+    out["first_s"], out["update_s"], out["update_cpu_s"] = update
+    out["peak_mb"] = memory_mb(device) - (0.0 if device.type == "cuda" else base)
     return out
 
 
@@ -129,61 +143,74 @@ def fmt(value: float | None, width: int, digits: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes only")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per process (best is kept)")
-    parser.add_argument("--rounds", type=int, default=2, help="processes per (size, mode), loop and vmap alternating")
-    parser.add_argument("--no-update", action="store_true", help="skip timing a whole meta_update")
-    parser.add_argument("--worker", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated problem sizes")
+    parser.add_argument("--scales", default="1,2,4", help="comma-separated multiples of the meta-batch")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated batching/hvp modes")
+    parser.add_argument("--loop-max-scale", type=int, default=1, help="skip loop modes above this multiple")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the first (best is kept)")
+    parser.add_argument("--quick", action="store_true", help="point-2d at 1x only")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/learner_<device>.json)")
+    parser.add_argument("--worker", nargs=3, metavar=("SIZE", "SCALE", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.worker:
-        print(json.dumps(run_one(*args.worker, args.repeats, not args.no_update)))
+        size, scale, mode = args.worker
+        print(json.dumps(run_one(size, int(scale), mode, args.device, args.repeats)))
         return
 
+    sizes = ["point-2d"] if args.quick else args.sizes.split(",")
+    scales = [1] if args.quick else [int(x) for x in args.scales.split(",")]
     rows = []
-    for size in QUICK if args.quick else SIZES:
-        runs: dict[str, list[dict]] = {"loop": [], "vmap": []}
-        for round_ in range(args.rounds):
-            for mode in ("loop", "vmap"):
-                cmd = [sys.executable, __file__, "--worker", size, mode, "--repeats", str(args.repeats)]
-                if args.no_update or round_ > 0:  # one whole update per mode is enough
-                    cmd.append("--no-update")
+    for size in sizes:
+        for scale in scales:
+            for mode in args.modes.split(","):
+                if mode.startswith("loop/") and scale > args.loop_max_scale:
+                    continue
+                cmd = [sys.executable, __file__, "--worker", size, str(scale), mode]
+                cmd += ["--device", args.device, "--threads", str(args.threads), "--repeats", str(args.repeats)]
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
-                    runs[mode].append({"size": size, "mode": mode, "error": proc.stderr.strip().splitlines()[-1]})
+                    lines = (proc.stderr.strip() or "no output").splitlines()
+                    row = {"size": size, "scale": scale, "mode": mode, "error": lines[-1]}
                 else:
-                    runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-                print(runs[mode][-1], file=sys.stderr)
-        rows += [merge(runs["loop"]), merge(runs["vmap"])]
+                    row = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(row, file=sys.stderr, flush=True)
 
     header = (
-        f"{'size':<12} {'mode':<5} {'meta_grad s':>11} {'(cpu s)':>8} {'hvp s':>8} {'(cpu s)':>8} "
-        f"{'update s':>9} {'peak MB':>8} {'load':>5}"
+        f"{'size':<12} {'tasks':>5} {'mode':<24} {'meta_grad s':>11} {'hvp s':>8} {'update s':>9} {'(cpu s)':>8} "
+        f"{'first s':>8} {'peak MB':>8}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
         if "error" in r:
-            print(f"{r['size']:<12} {r['mode']:<5} error: {r['error']}")
+            print(f"{r['size']:<12} {'':>5} {r['mode']:<24} error: {r['error']}")
             continue
         print(
-            f"{r['size']:<12} {r['mode']:<5} {fmt(r['meta_grad_s'], 11, 3)} {fmt(r['meta_grad_cpu_s'], 8, 3)} "
-            f"{fmt(r['hvp_s'], 8, 3)} {fmt(r['hvp_cpu_s'], 8, 3)} {fmt(r.get('update_s'), 9, 2)} "
-            f"{fmt(r['peak_mb'], 8, 0)} {fmt(r['load_before'], 5, 1)}"
+            f"{r['size']:<12} {r['tasks']:>5} {r['mode']:<24} {fmt(r['meta_grad_s'], 11, 3)} {fmt(r['hvp_s'], 8, 3)} "
+            f"{fmt(r['update_s'], 9, 3)} {fmt(r['update_cpu_s'], 8, 3)} {fmt(r['first_s'], 8, 2)} "
+            f"{fmt(r['peak_mb'], 8, 0)}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else platform.processor() or "cpu",
+        "threads": args.threads,
         "cpus": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
-        "note": "best of rounds x repeats; 'load' is the worst 1-min load average seen before a run (shared box)",
+        "repeats": args.repeats,
+        "note": "best of repeats after a first call (first_s); *_cpu_s: process CPU time (on CUDA: the host's); "
+        "the machine may be shared: load_before per row",
         "sizes": {
             k: dict(zip(("tasks", "episodes", "horizon", "obs", "act", "hidden"), v, strict=True))
             for k, v in SIZES.items()
         },
     }
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    out = args.out or RESULTS / f"learner_{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -39,20 +39,49 @@ import torch
 from torch import Tensor, nn
 
 from metarl.advantages import compute_advantages
+from metarl.cuda_graph import cuda_graphed, on_side_stream
 from metarl.episodes import EpisodeBatch
-from metarl.learners import GradientLearner, map_tasks
-from metarl.rl_objectives import inner_loss_fn, surrogate_and_kl
+from metarl.learners import GradientLearner, index_task, map_tasks
+from metarl.rl_objectives import Dist, distribution, inner_loss_fn, task_mean, trpo_terms
 from metarl.trpo import (
     backtracking_line_search,
     conjugate_gradient,
     flat_grad,
     flatten,
+    gauss_newton_hvp,
     hvp_from_grad,
     trust_region_step,
     unflatten,
 )
 
 Params = dict[str, Tensor]
+BATCHING = ("auto", "stacked", "loop", "vmap")
+HVP_FORMS = ("gauss_newton", "double_backward")
+
+
+def resolve_batching(batching: str, device: torch.device) -> str:
+    """The task batching a device runs: ``auto`` picks the form measured fastest there (``benchmarks/learner.py``).
+
+    ``stacked``: every task in one graph, per-task parameters stacked on a leading axis and batched matmuls (the
+    operator count does not grow with the meta-batch); ``loop``: one graph per task, the reference form;
+    ``vmap``: ``torch.func.vmap`` over tasks.
+    """
+    if batching not in BATCHING:
+        raise ValueError(f"unknown batching {batching!r}; choose one of {', '.join(BATCHING)}")
+    if batching != "auto":
+        return batching
+    # On the CPU the update is compute-bound: per-task matmuls in a loop were as fast as batched ones or faster, and
+    # reproduce the reference's rounding; on a GPU the loop is launch-bound and grows with the meta-batch.
+    return "stacked" if device.type == "cuda" else "loop"
+
+
+def stack_params(params: Params, n: int) -> Params:
+    """Every parameter repeated along a new leading task axis of size ``n``.
+
+    A view (``expand``): the gradient of a sum of per-task losses with respect to it is the per-task gradient, and
+    the gradient flows back to the shared ``params`` as the sum over tasks.
+    """
+    return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
 
 
 @dataclass
@@ -73,10 +102,16 @@ class MAMLTRPOConfig:
     ls_backtrack_ratio: float = 0.8
     adapt_keys: tuple[str, ...] | None = None  # ANIL-style: adapt only these parameters
     meta_sgd: bool = False  # learn per-parameter inner step sizes, initialised to fast_lr
-    vectorize: bool = False  # torch.func.vmap over tasks instead of a loop (the loop measured faster on CPU)
+    batching: str = "auto"  # how tasks share a graph: see resolve_batching
+    hvp: str = "gauss_newton"  # KL Hessian-vector products: "gauss_newton" (exact at the current params) or
+    # "double_backward" (through the gradient of the KL; the reference)
+    cuda_graph: bool = True  # on CUDA, replay the Hessian-vector product from one CUDA graph capture
 
     def __post_init__(self) -> None:
         inner_loss_fn(self.inner_loss)  # raises on an unknown name
+        resolve_batching(self.batching, torch.device("cpu"))  # raises on an unknown name
+        if self.hvp not in HVP_FORMS:
+            raise ValueError(f"unknown hvp {self.hvp!r}; choose one of {', '.join(HVP_FORMS)}")
         checks = {
             "num_steps >= 0": self.num_steps >= 0,
             "0 <= gamma <= 1": 0.0 <= self.gamma <= 1.0,
@@ -104,10 +139,19 @@ class MAMLTRPO:
         kwargs = dict(num_steps=cfg.num_steps, first_order=cfg.first_order, adapt_keys=cfg.adapt_keys)
         params = dict(policy.named_parameters())
         if cfg.meta_sgd:
-            self.learner = GradientLearner.meta_sgd(params, cfg.fast_lr, vectorize=cfg.vectorize, **kwargs)
+            self.learner = GradientLearner.meta_sgd(params, cfg.fast_lr, **kwargs)
         else:
-            self.learner = GradientLearner(cfg.fast_lr, vectorize=cfg.vectorize, **kwargs)
+            self.learner = GradientLearner(cfg.fast_lr, **kwargs)
         self.inner_loss = partial(inner_loss_fn(cfg.inner_loss), policy)
+
+    @property
+    def batching(self) -> str:
+        """The task batching in use: the configured one, or the device's fastest for ``auto``."""
+        return resolve_batching(self.config.batching, next(self.policy.parameters()).device)
+
+    def _summed_inner_loss(self, params: Params, batch: dict[str, Tensor]) -> Tensor:
+        """The inner loss summed over stacked tasks: its gradient in stacked params is each task's own gradient."""
+        return self.inner_loss(params, batch).sum()
 
     # ----------------------------------------------------------------------------------------------- parameters
     def _meta_tensors(self) -> list[Tensor]:
@@ -156,9 +200,16 @@ class MAMLTRPO:
         gradient steps with fresh episodes each); default: the policy's current params for every task.
         """
         s = self.prepare(support)
+        n = s["mask"].shape[0]
+        if self.batching == "stacked":
+            base = {k: p.detach() for k, p in self.policy.named_parameters()}
+            start = stack_params(base, n) if params is None else {k: torch.stack([p[k] for p in params]) for k in base}
+            stacked = self.learner.adapt(start, self._summed_inner_loss, s, create_graph=False)
+            return [{k: v.detach() for k, v in index_task(stacked, i).items()} for i in range(n)]
         if params is None:
-            base = {n: p.detach() for n, p in self.policy.named_parameters()}
-            adapted = self.learner.adapt_many(base, self.inner_loss, s, create_graph=False)
+            base = {k: p.detach() for k, p in self.policy.named_parameters()}
+            vec = self.batching == "vmap"
+            adapted = self.learner.adapt_many(base, self.inner_loss, s, create_graph=False, vectorize=vec)
         else:
             adapted = [
                 self.learner.adapt(p, self.inner_loss, {k: v[i] for k, v in s.items()}, create_graph=False)
@@ -179,17 +230,33 @@ class MAMLTRPO:
         ``support``/``query`` come from :meth:`prepare`. ``old``: the fixed old distributions (stacked over tasks);
         None takes the current adapted ones (detached) and returns them for later calls (the line search).
         """
-        params, lrs = self._split(theta)
-        vec = self.config.vectorize
+        new = self.query_distribution(theta, support, query["observations"], create_graph)
+        surrogate, kl, old = trpo_terms(self.policy, new, query, old)
+        return surrogate.mean(), kl.mean(), old
 
-        def task(s: dict[str, Tensor], q: dict[str, Tensor], o: tuple[Tensor, ...] | None) -> Any:
+    def query_distribution(
+        self, theta: Tensor, support: dict[str, Tensor], observations: Tensor, create_graph: bool | None = None
+    ) -> Dist:
+        """Each task's adapted policy's distribution at its query observations, stacked over tasks.
+
+        The adaptation starts from ``theta`` and runs on the support set, in the configured :attr:`batching`.
+        """
+        params, lrs = self._split(theta)
+        if self.batching == "stacked":
+            start = stack_params(params, observations.shape[0])
+            adapted = self.learner.adapt(
+                start, self._summed_inner_loss, support, create_graph=create_graph, inner_lrs=lrs
+            )
+            return distribution(self.policy, adapted, observations)
+        vec = self.batching == "vmap"
+
+        def task(s: dict[str, Tensor], obs: Tensor) -> Dist:
             adapted = self.learner.adapt(
                 params, self.inner_loss, s, create_graph=create_graph, inner_lrs=lrs, functional=vec
             )
-            return surrogate_and_kl(self.policy, adapted, q, o)
+            return distribution(self.policy, adapted, obs)
 
-        surrogate, kl, old = map_tasks(task, support, query, old, vectorize=vec)
-        return surrogate.mean(), kl.mean(), old
+        return map_tasks(task, support, observations, vectorize=vec)
 
     def meta_gradient(self, support: EpisodeBatch, query: EpisodeBatch) -> Tensor:
         """Flat gradient of the meta-surrogate w.r.t. the meta-parameters (for tests and benchmarks)."""
@@ -199,19 +266,39 @@ class MAMLTRPO:
 
     # ------------------------------------------------------------------------------------------------ the update
     def meta_update(self, support: EpisodeBatch, query: EpisodeBatch) -> dict[str, float]:
-        """One TRPO step on the meta-parameters; returns metrics (all floats, ``accepted`` is 1.0 or 0.0)."""
+        """One TRPO step on the meta-parameters; returns metrics (all floats, ``accepted`` is 1.0 or 0.0).
+
+        On CUDA (with ``cuda_graph``) the update runs on a side stream, where its KL Hessian-vector product is
+        captured once and replayed for every conjugate-gradient iteration (:mod:`metarl.cuda_graph`).
+        """
+        device = next(self.policy.parameters()).device
+        if not self.config.cuda_graph:
+            return self._meta_update(support, query)
+        with on_side_stream(device):
+            return self._meta_update(support, query)
+
+    def _meta_update(self, support: EpisodeBatch, query: EpisodeBatch) -> dict[str, float]:
         cfg = self.config
         s, q = self.prepare(support), self.prepare(query)
         theta0 = self.parameters_vector()
         theta = theta0.clone().requires_grad_(True)
 
-        surrogate, kl, old = self.objective(theta, s, q)
+        new = self.query_distribution(theta, s, q["observations"])
+        surrogate, kl, old = trpo_terms(self.policy, new, q)
+        surrogate, kl = surrogate.mean(), kl.mean()
         grad = flat_grad(surrogate, theta, retain_graph=True)
-        hvp = hvp_from_grad(flat_grad(kl, theta, create_graph=True), theta, cfg.cg_damping)
-        direction = conjugate_gradient(hvp, grad, cfg.cg_iters)
-        full_step = trust_region_step(direction, hvp, cfg.max_kl) if bool(grad.abs().sum() > 0) else None
+        if cfg.hvp == "gauss_newton":
+            mask = q["mask"]
+            hvp = gauss_newton_hvp(new, theta, lambda d: task_mean(self.policy.kl(old, d), mask).mean(), cfg.cg_damping)
+        else:
+            hvp = hvp_from_grad(flat_grad(kl, theta, create_graph=True), theta, cfg.cg_damping)
+        if cfg.cuda_graph:
+            hvp = cuda_graphed(hvp, grad)
+        direction, product = conjugate_gradient(hvp, grad, cfg.cg_iters, return_product=True)
+        nonzero = bool(grad.abs().sum() > 0)
+        full_step = trust_region_step(direction, None, cfg.max_kl, product=product) if nonzero else None
         surrogate_before = float(surrogate.detach())
-        del surrogate, kl, hvp  # free the second-order graph before the line search
+        del surrogate, kl, hvp, new  # free the second-order graph before the line search
 
         def evaluate(x: Tensor) -> tuple[float, float]:
             new_surrogate, new_kl, _ = self.objective(x.detach(), s, q, old=old, create_graph=False)
@@ -251,7 +338,10 @@ class MAMLTRPO:
     ) -> dict[str, float]:
         """Returns of both batches, the pre-update inner loss, and the gap to the sampler's log-probs."""
         params, _ = self._split(theta0)
-        inner = map_tasks(lambda b: self.inner_loss(params, b), s, vectorize=self.config.vectorize)
+        if self.batching == "stacked":
+            inner = self.inner_loss(stack_params(params, s["mask"].shape[0]), s)
+        else:
+            inner = map_tasks(lambda b: self.inner_loss(params, b), s, vectorize=self.batching == "vmap")
         mask = q["mask"]
         stored = torch.as_tensor(query.log_probs).to(mask)
         recomputed = self.policy.log_prob(old, q["actions"])

@@ -40,6 +40,32 @@ def mlp(in_dim: int, out_dim: int, hidden_sizes: tuple[int, ...], activation: st
     return nn.Sequential(*layers)
 
 
+def stacked_mlp(net: nn.Sequential, prefix: str, params: Params, x: Tensor) -> Tensor:
+    """:func:`mlp` ``net`` run with per-task parameters stacked along a leading task axis.
+
+    ``params[f"{prefix}.{i}.weight"]`` is ``[N, out, in]``, ``x`` is ``[N, B, in]``; each layer is one batched matmul
+    (``baddbmm``), so the number of operator calls does not grow with the number of tasks.
+    """
+    for i, layer in enumerate(net):
+        if isinstance(layer, nn.Linear):
+            weight, bias = params[f"{prefix}.{i}.weight"], params[f"{prefix}.{i}.bias"]
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        else:
+            x = layer(x)
+    return x
+
+
+def is_stacked(policy: nn.Module, params: Params) -> bool:
+    """Whether ``params`` carry a leading task axis in front of the policy's own parameter shapes."""
+    name, reference = next(iter(policy.named_parameters()))
+    return params[name].dim() == reference.dim() + 1
+
+
+def _flat_tasks(obs: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """``[N, ..., d]`` observations as ``[N, B, d]``, and the middle shape to restore."""
+    return obs.reshape(obs.shape[0], -1, obs.shape[-1]), tuple(obs.shape[1:-1])
+
+
 class GaussianMLPPolicy(nn.Module):
     """Diagonal Gaussian over continuous actions: MLP mean, state-independent learned log-std (as in MAML).
 
@@ -74,6 +100,16 @@ class GaussianMLPPolicy(nn.Module):
         mean, log_std = self.mean(obs), self.log_std
         if self.action_scale != 1.0:
             mean, log_std = mean * self.action_scale, log_std + math.log(self.action_scale)
+        return mean, log_std.expand_as(mean)
+
+    def forward_stacked(self, params: Params, obs: Tensor) -> Dist:
+        """:meth:`forward` with per-task params stacked on a leading task axis; ``obs`` is ``[N, ..., obs_dim]``."""
+        x, middle = _flat_tasks(obs)
+        mean, log_std = stacked_mlp(self.mean, "mean", params, x), params["log_std"]
+        if self.action_scale != 1.0:
+            mean, log_std = mean * self.action_scale, log_std + math.log(self.action_scale)
+        mean = mean.reshape(mean.shape[0], *middle, self.act_dim)
+        log_std = log_std.reshape(log_std.shape[0], *([1] * len(middle)), self.act_dim)
         return mean, log_std.expand_as(mean)
 
     def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -129,6 +165,12 @@ class CategoricalMLPPolicy(nn.Module):
 
     def forward(self, obs: Tensor) -> Dist:
         return (self.logits(obs),)
+
+    def forward_stacked(self, params: Params, obs: Tensor) -> Dist:
+        """:meth:`forward` with per-task params stacked on a leading task axis; ``obs`` is ``[N, ..., obs_dim]``."""
+        x, middle = _flat_tasks(obs)
+        logits = stacked_mlp(self.logits, "logits", params, x)
+        return (logits.reshape(logits.shape[0], *middle, self.num_actions),)
 
     def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         """Uniform [0, 1) noise, one number per step (inverse-CDF sampling)."""

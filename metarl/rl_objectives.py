@@ -3,7 +3,9 @@
 A *batch* here is a dict of one task's tensors (episodes ``E`` by steps ``T``): ``observations [E, T, obs_dim]``,
 ``actions [E, T, act_dim]`` or ``[E, T]``, ``mask [E, T]`` and ``advantages [E, T]`` (constants, computed from the
 episodes beforehand with :func:`metarl.advantages.compute_advantages`). The policy is called functionally, so the
-same loss serves the pre-update params and the adapted ones, and works under ``torch.func.vmap``.
+same loss serves the pre-update params and the adapted ones, and works under ``torch.func.vmap``. With params stacked
+over tasks (a leading task axis ``N`` on every parameter and every batch tensor) all tasks run in one graph and each
+loss returns one value per task, ``[N]``.
 
 Bind the policy with ``functools.partial(reinforce_loss, policy)`` to get the learner's ``loss_fn(params, batch)``.
 """
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from metarl.advantages import masked_mean
+from metarl.policies import is_stacked
 
 Params = dict[str, Tensor]
 Dist = tuple[Tensor, ...]
@@ -24,8 +27,19 @@ Batch = dict[str, Tensor]
 
 
 def distribution(policy: nn.Module, params: Params, observations: Tensor) -> Dist:
-    """The policy's distribution parameters at ``observations`` under ``params``."""
+    """The policy's distribution parameters at ``observations`` under ``params``.
+
+    Stacked params (a leading task axis, see :func:`metarl.policies.is_stacked`) run every task in one batched call
+    of the policy's ``forward_stacked``; observations then lead with the same task axis.
+    """
+    if is_stacked(policy, params):
+        return policy.forward_stacked(params, observations)
     return functional_call(policy, params, (observations,))
+
+
+def task_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over one task's valid steps (the trailing episode and time axes): a scalar, or ``[N]`` when stacked."""
+    return masked_mean(x, mask, dim=(-2, -1))
 
 
 def log_prob(policy: nn.Module, params: Params, batch: Batch) -> Tensor:
@@ -40,7 +54,7 @@ def reinforce_loss(policy: nn.Module, params: Params, batch: Batch) -> Tensor:
     ``E[grad^2 log pi * A]``: autodiff drops the ``E[grad log pi grad log pi^T A]`` part of the true Hessian of the
     expected return, because the sampling distribution's dependence on the params is invisible to it.
     """
-    return -masked_mean(log_prob(policy, params, batch) * batch["advantages"], batch["mask"])
+    return -task_mean(log_prob(policy, params, batch) * batch["advantages"], batch["mask"])
 
 
 def lvc_loss(policy: nn.Module, params: Params, batch: Batch) -> Tensor:
@@ -56,7 +70,7 @@ def lvc_loss(policy: nn.Module, params: Params, batch: Batch) -> Tensor:
     """
     logp = log_prob(policy, params, batch)
     ratio = torch.exp(logp - logp.detach())
-    return -masked_mean(ratio * batch["advantages"], batch["mask"])
+    return -task_mean(ratio * batch["advantages"], batch["mask"])
 
 
 INNER_LOSSES = {"reinforce": reinforce_loss, "lvc": lvc_loss}
@@ -77,13 +91,19 @@ def surrogate_and_kl(
     old_dist: the fixed old distribution used. When ``old_dist`` is None the new distribution, detached, is the old
     one: the ratio is then 1 and the KL 0 in value, while their derivatives (policy gradient, Fisher) are exact.
     """
-    new_dist = distribution(policy, params, batch["observations"])
+    return trpo_terms(policy, distribution(policy, params, batch["observations"]), batch, old_dist)
+
+
+def trpo_terms(
+    policy: nn.Module, new_dist: Dist, batch: Batch, old_dist: Dist | None = None
+) -> tuple[Tensor, Tensor, Dist]:
+    """:func:`surrogate_and_kl` from the new distribution itself (e.g. stacked over tasks: values per task)."""
     if old_dist is None:
         old_dist = detach_dist(new_dist)
     actions, mask = batch["actions"], batch["mask"]
     log_ratio = policy.log_prob(new_dist, actions) - policy.log_prob(old_dist, actions)
-    surrogate = masked_mean(torch.exp(log_ratio) * batch["advantages"], mask)
-    kl = masked_mean(policy.kl(old_dist, new_dist), mask)
+    surrogate = task_mean(torch.exp(log_ratio) * batch["advantages"], mask)
+    kl = task_mean(policy.kl(old_dist, new_dist), mask)
     return surrogate, kl, old_dist
 
 

@@ -79,6 +79,8 @@ def build_algorithm(policy: torch.nn.Module, config: Config) -> MAMLTRPO:
             cg_damping=trpo.cg_damping,
             ls_max_steps=trpo.ls_max_steps,
             ls_backtrack_ratio=trpo.ls_backtrack_ratio,
+            batching=maml.batching,
+            hvp=trpo.hvp,
         ),
     )
 

@@ -72,6 +72,38 @@ def hvp_from_grad(grad: Tensor, x: Tensor, damping: float = 0.0) -> Callable[[Te
     return hvp
 
 
+def gauss_newton_hvp(
+    outputs: Sequence[Tensor], x: Tensor, loss_fn: Callable[[tuple[Tensor, ...]], Tensor], damping: float = 0.0
+) -> Callable[[Tensor], Tensor]:
+    """``v -> (J^T H J + damping I) v`` for ``f(x) = loss_fn(outputs(x))``: the Gauss-Newton form of its Hessian.
+
+    ``outputs``: tensors computed from the flat vector ``x`` with their graph kept (``create_graph`` through any
+    inner adaptation); ``J`` is their Jacobian in ``x`` and ``H`` the Hessian of ``loss_fn`` in the outputs. The full
+    Hessian adds ``sum_k (d loss / d out_k) d^2 out_k / dx^2``, which vanishes where the loss's gradient in the outputs
+    is zero: for a KL to a fixed distribution at the point where the two coincide (TRPO's KL at the current params) the
+    two are equal. Each product is ``J v`` (reverse mode over the reusable ``J^T u`` graph, linear in ``u``),
+    ``H (J v)`` (elementwise, cheap) and ``J^T (H J v)`` (one backward through the outputs' graph): unlike double
+    backward through ``grad f`` it never differentiates the outputs' graph twice, which is where a second-order MAML
+    graph is most expensive.
+    """
+    outputs = tuple(outputs)
+    leaves = tuple(o.detach().requires_grad_(True) for o in outputs)
+    with torch.enable_grad():
+        loss_grads = torch.autograd.grad(loss_fn(leaves), leaves, create_graph=True)
+        probes = tuple(torch.zeros_like(o, requires_grad=True) for o in outputs)
+        jt_probe = torch.autograd.grad(outputs, x, grad_outputs=probes, create_graph=True)[0]
+
+    def hvp(v: Tensor) -> Tensor:
+        jv = torch.autograd.grad(jt_probe, probes, grad_outputs=v.detach(), retain_graph=True, allow_unused=True)
+        jv = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(probes, jv, strict=True))
+        hjv = torch.autograd.grad(loss_grads, leaves, grad_outputs=jv, retain_graph=True, allow_unused=True)
+        hjv = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, hjv, strict=True))
+        jthjv = torch.autograd.grad(outputs, x, grad_outputs=hjv, retain_graph=True)[0]
+        return jthjv + damping * v
+
+    return hvp
+
+
 def make_hvp(fn: Callable[[Tensor], Tensor], x: Tensor, damping: float = 0.0) -> Callable[[Tensor], Tensor]:
     """Hessian-vector products of the scalar ``fn`` of a flat vector at ``x`` (double backward), with damping."""
     x = x.detach().requires_grad_(True)
@@ -85,13 +117,20 @@ def hessian_vector_product(fn: Callable[[Tensor], Tensor], x: Tensor, v: Tensor,
 
 
 def conjugate_gradient(
-    hvp_fn: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
-) -> Tensor:
+    hvp_fn: Callable[[Tensor], Tensor],
+    b: Tensor,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+    return_product: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Approximately solve ``A x = b`` for symmetric positive definite ``A`` known through ``hvp_fn(v) = A v``.
 
     Starts at 0 and stops after ``iters`` iterations or once the squared residual drops below ``residual_tol``.
+    ``return_product``: also return ``A x``, accumulated from the products the iterations computed anyway
+    (``x = sum alpha_k p_k`` so ``A x = sum alpha_k A p_k``), which spares TRPO's step scaling one more product.
     """
     x = torch.zeros_like(b)
+    ax = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
     rdotr = torch.dot(r, r)
@@ -101,16 +140,23 @@ def conjugate_gradient(
         z = hvp_fn(p)
         alpha = rdotr / torch.dot(p, z)
         x = x + alpha * p
+        ax = ax + alpha * z
         r = r - alpha * z
         new_rdotr = torch.dot(r, r)
         p = r + (new_rdotr / rdotr) * p
         rdotr = new_rdotr
-    return x
+    return (x, ax) if return_product else x
 
 
-def trust_region_step(direction: Tensor, hvp_fn: Callable[[Tensor], Tensor], max_kl: float) -> Tensor | None:
-    """``direction`` scaled so that ``0.5 s^T H s = max_kl``; None when the curvature is not positive and finite."""
-    shs = float(torch.dot(direction, hvp_fn(direction)))
+def trust_region_step(
+    direction: Tensor, hvp_fn: Callable[[Tensor], Tensor] | None, max_kl: float, product: Tensor | None = None
+) -> Tensor | None:
+    """``direction`` scaled so that ``0.5 s^T H s = max_kl``; None when the curvature is not positive and finite.
+
+    ``product``: ``H direction`` when already known (from :func:`conjugate_gradient`), else ``hvp_fn`` computes it.
+    """
+    product = hvp_fn(direction) if product is None else product
+    shs = float(torch.dot(direction, product))
     if not math.isfinite(shs) or shs <= 0.0:
         return None
     return direction * math.sqrt(2.0 * max_kl / shs)

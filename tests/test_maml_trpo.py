@@ -70,7 +70,7 @@ def gradient_and_fd(algo: MAMLTRPO, discrete: bool = False, eps: float = 1e-6) -
     [
         dict(num_steps=1),
         dict(num_steps=2, fast_lr=0.3),
-        dict(num_steps=1, vectorize=True),
+        dict(num_steps=1, batching="vmap"),
     ],
     ids=["one-step", "two-steps", "vmap"],
 )
