@@ -1,9 +1,7 @@
 """The MAML-TRPO update in each task batching and Hessian-vector-product form, on the CPU or a CUDA device.
 
-For each problem size, multiple of its meta-batch and mode (``batching/hvp[/nograph]``: batching ``loop``, ``vmap``
-or ``stacked``; hvp ``double_backward`` or ``gauss_newton``; on CUDA the product is replayed from a CUDA graph unless
-``nograph``, and ``graph_max_rel_diff`` checks the replay against the plain call), this times in a fresh
-subprocess (its own peak memory):
+For each problem size, multiple of its meta-batch and mode (``batching/hvp``: batching ``loop``, ``vmap`` or
+``stacked``; hvp ``double_backward`` or ``gauss_newton``), this times in a fresh subprocess (its own peak memory):
 
 - ``meta_grad``: the second-order meta-gradient (adapt every task with ``create_graph``, query surrogate, backward);
 - ``hvp``: one KL Hessian-vector product through the adaptation (after its graph is built);
@@ -30,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-from metarl.cuda_graph import cuda_graphed
 from metarl.episodes import EpisodeBatch
 from metarl.maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from metarl.policies import GaussianMLPPolicy
@@ -98,11 +95,10 @@ def run_one(size: str, scale: int, mode: str, device_name: str, repeats: int) ->
     device = torch.device(device_name)
     n, e, t, obs_dim, act_dim, hidden = SIZES[size]
     n *= scale
-    batching, hvp_form, *flags = mode.split("/")
-    graph = "nograph" not in flags
+    batching, hvp_form = mode.split("/")
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(obs_dim, act_dim, hidden).to(device)
-    algo = MAMLTRPO(policy, MAMLTRPOConfig(batching=batching, hvp=hvp_form, cuda_graph=graph))
+    algo = MAMLTRPO(policy, MAMLTRPOConfig(batching=batching, hvp=hvp_form))
     support = synthetic_batch(n, e, t, obs_dim, act_dim, 1, device_name)
     query = synthetic_batch(n, e, t, obs_dim, act_dim, 2, device_name)
     s, q = algo.prepare(support), algo.prepare(query)
@@ -123,14 +119,11 @@ def run_one(size: str, scale: int, mode: str, device_name: str, repeats: int) ->
         hvp = hvp_from_grad(flat_grad(kl.mean(), theta, create_graph=True), theta, 1e-5)
     v = torch.randn_like(theta)
     out = {"size": size, "scale": scale, "tasks": n, "mode": mode, "device": device_name}
-    if graph and device.type == "cuda":
-        plain, hvp = hvp, cuda_graphed(hvp, v)
-        out["graph_max_rel_diff"] = float((hvp(v) - plain(v)).abs().max() / plain(v).abs().max())
 
     out["load_before"] = os.getloadavg()[0]
     _, out["meta_grad_s"], out["meta_grad_cpu_s"] = timed(meta_grad, repeats, device)
     _, out["hvp_s"], out["hvp_cpu_s"] = timed(lambda: hvp(v), repeats, device)
-    hvp = plain = new = kl = None  # free the graph before the full updates
+    hvp = new = kl = None  # free the graph before the full updates
     update = timed(lambda: algo.meta_update(support, query), repeats, device)
     out["first_s"], out["update_s"], out["update_cpu_s"] = update
     out["peak_mb"] = memory_mb(device) - (0.0 if device.type == "cuda" else base)

@@ -39,7 +39,6 @@ import torch
 from torch import Tensor, nn
 
 from metarl.advantages import compute_advantages
-from metarl.cuda_graph import cuda_graphed, on_side_stream
 from metarl.episodes import EpisodeBatch
 from metarl.learners import GradientLearner, index_task, map_tasks
 from metarl.rl_objectives import Dist, distribution, inner_loss_fn, task_mean, trpo_terms
@@ -105,7 +104,6 @@ class MAMLTRPOConfig:
     batching: str = "auto"  # how tasks share a graph: see resolve_batching
     hvp: str = "gauss_newton"  # KL Hessian-vector products: "gauss_newton" (exact at the current params) or
     # "double_backward" (through the gradient of the KL; the reference)
-    cuda_graph: bool = True  # on CUDA, replay the Hessian-vector product from one CUDA graph capture
 
     def __post_init__(self) -> None:
         inner_loss_fn(self.inner_loss)  # raises on an unknown name
@@ -266,18 +264,7 @@ class MAMLTRPO:
 
     # ------------------------------------------------------------------------------------------------ the update
     def meta_update(self, support: EpisodeBatch, query: EpisodeBatch) -> dict[str, float]:
-        """One TRPO step on the meta-parameters; returns metrics (all floats, ``accepted`` is 1.0 or 0.0).
-
-        On CUDA (with ``cuda_graph``) the update runs on a side stream, where its KL Hessian-vector product is
-        captured once and replayed for every conjugate-gradient iteration (:mod:`metarl.cuda_graph`).
-        """
-        device = next(self.policy.parameters()).device
-        if not self.config.cuda_graph:
-            return self._meta_update(support, query)
-        with on_side_stream(device):
-            return self._meta_update(support, query)
-
-    def _meta_update(self, support: EpisodeBatch, query: EpisodeBatch) -> dict[str, float]:
+        """One TRPO step on the meta-parameters; returns metrics (all floats, ``accepted`` is 1.0 or 0.0)."""
         cfg = self.config
         s, q = self.prepare(support), self.prepare(query)
         theta0 = self.parameters_vector()
@@ -292,8 +279,6 @@ class MAMLTRPO:
             hvp = gauss_newton_hvp(new, theta, lambda d: task_mean(self.policy.kl(old, d), mask).mean(), cfg.cg_damping)
         else:
             hvp = hvp_from_grad(flat_grad(kl, theta, create_graph=True), theta, cfg.cg_damping)
-        if cfg.cuda_graph:
-            hvp = cuda_graphed(hvp, grad)
         direction, product = conjugate_gradient(hvp, grad, cfg.cg_iters, return_product=True)
         nonzero = bool(grad.abs().sum() > 0)
         full_step = trust_region_step(direction, None, cfg.max_kl, product=product) if nonzero else None
