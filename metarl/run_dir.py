@@ -19,6 +19,11 @@ from typing import Any
 import yaml
 
 from .config import Config, ConfigError, config_from_dict, dump_config
+from .errors import UserError
+
+
+class RunFolderError(UserError, ValueError):
+    """A run folder whose files cannot be read as metarl wrote them (e.g. a hand-edited ``progress.csv``)."""
 
 
 def default_run_dir(config_path: str | Path) -> Path:
@@ -62,7 +67,7 @@ class ProgressLog:
 
     def _rewrite(self, rows: list[dict]) -> None:
         with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fieldnames or [])
+            writer = csv.DictWriter(handle, fieldnames=self.fieldnames or [], lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
 
@@ -71,13 +76,30 @@ class ProgressLog:
             self.fieldnames = list(row)
             self._rewrite([])
         with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=self.fieldnames, extrasaction="ignore").writerow(row)
+            writer = csv.DictWriter(handle, fieldnames=self.fieldnames, extrasaction="ignore", lineterminator="\n")
+            writer.writerow(row)
 
 
 def read_progress(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a run's ``progress.csv`` as floats."""
-    with (Path(path) / "progress.csv").open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+    """Rows of a run's ``progress.csv`` as floats (LF line ends, or CRLF as written before); ``RunFolderError``
+    naming the line and column of a value that is not a number, so ``metarl plot`` says it in one line."""
+    file = Path(path) / "progress.csv"
+    with file.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return [_numeric_row(row, file, reader.line_num) for row in reader]
+
+
+def _numeric_row(row: dict[str, str], file: Path, line: int) -> dict[str, float]:
+    """One CSV row as floats (empty cells left out)."""
+    out = {}
+    for key, value in row.items():
+        if value == "" or value is None:
+            continue
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise RunFolderError(f"'{file}' line {line}, column '{key}': {value!r} is not a number") from None
+    return out
 
 
 class TensorBoardLog:
