@@ -41,6 +41,17 @@ def rows(run: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in csv.DictReader(handle)]
 
 
+def same(a, b) -> bool:
+    """Nested dicts/lists of tensors and plain values, equal bit for bit."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and torch.equal(a, b)
+    return a == b
+
+
 @pytest.fixture
 def nav_run(tmp_path, repo_root, monkeypatch):
     """A finished 2-iteration navigation run (checkpoint at 2), in seconds."""
@@ -93,15 +104,17 @@ def test_each_resume_is_recorded_with_what_it_changed(nav_run):
     assert yaml.safe_load((nav_run / "config.yaml").read_text())["maml"]["fast_lr"] == 0.05
 
 
+SINE = {
+    "seed": 0,
+    "iterations": 2,
+    "algorithm": "maml",
+    "fewshot": {"problem": "sinusoid", "k_shot": 5, "k_query": 5, "meta_batch_size": 2, "hidden": 8},
+    "logging": {"tensorboard": False, "checkpoint_every": 2},
+}
+
+
 def test_a_few_shot_resume_that_changes_shapes_is_refused(tmp_path, capsys):
-    config = {
-        "seed": 0,
-        "iterations": 2,
-        "algorithm": "maml",
-        "fewshot": {"problem": "sinusoid", "k_shot": 5, "k_query": 5, "meta_batch_size": 2, "hidden": 8},
-        "logging": {"tensorboard": False},
-    }
-    (tmp_path / "sine.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "sine.yaml").write_text(yaml.safe_dump(SINE))
     run = tmp_path / "run"
     assert train(str(tmp_path / "sine.yaml"), "--run-dir", str(run)) == 0
     before = snapshot(run)
@@ -132,6 +145,21 @@ def test_a_corrupt_latest_checkpoint_falls_back_and_is_kept_aside(tmp_path, repo
     a = load_checkpoint(latest_checkpoint(straight))["algorithm"]["policy"]
     b = load_checkpoint(latest_checkpoint(damaged))["algorithm"]["policy"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_few_shot_resume_falls_back_past_a_corrupt_checkpoint(tmp_path, capsys):
+    (tmp_path / "sine.yaml").write_text(yaml.safe_dump({**SINE, "iterations": 6}))
+    straight, damaged = tmp_path / "straight", tmp_path / "damaged"
+    assert train(str(tmp_path / "sine.yaml"), "--run-dir", str(straight)) == 0
+    assert train(str(tmp_path / "sine.yaml"), "--run-dir", str(damaged), *sets("iterations=4")) == 0
+    (damaged / "checkpoints" / "iter_000004.pt").write_bytes(b"")
+    capsys.readouterr()
+    assert train("--resume", str(damaged), *sets("iterations=6")) == 0
+    assert "resuming from iter_000002.pt" in capsys.readouterr().err
+    assert (damaged / "checkpoints" / "iter_000004.pt.corrupt").read_bytes() == b""
+    a, b = (load_checkpoint(latest_checkpoint(run))["method"] for run in (straight, damaged))
+    assert rows(straight) == rows(damaged) and len(rows(damaged)) == 6
+    assert same(a, b)
 
 
 def test_no_loadable_checkpoint_is_one_line_and_moves_nothing(nav_run, capsys):
