@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     except StopRequested as exc:
         print(f"metarl {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"metarl {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a second Ctrl-C; the command may say what it left behind
+        print(f"metarl {args.command}: interrupted{f' {exc}' if str(exc) else ''}", file=sys.stderr)
         return 130
 
 

@@ -55,7 +55,7 @@ class PolicyConfig:
     """Policy network: MLP hidden sizes, activation, initial action std and a fixed action scale (Gaussian policies:
     actions are ``action_scale * (mean + std * noise)``, so ``init_std`` is in units of the scale)."""
 
-    hidden_sizes: list[int] = field(default_factory=lambda: [100, 100])
+    hidden_sizes: list[int] = field(default_factory=lambda: [100, 100], metadata=_range(1))
     activation: Literal["relu", "tanh"] = "relu"
     init_std: float = field(default=1.0, **_positive())
     action_scale: float = field(default=1.0, **_positive())
@@ -255,6 +255,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
 
 
 def _check_range(value: Any, bounds: dict, key: str) -> None:
+    """Raise ``ConfigError`` unless ``value`` (each item, for a list) lies within ``bounds``."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_range(item, bounds, f"{key}[{i}]")
+        return
     low, high = bounds.get("low"), bounds.get("high")
     too_low = low is not None and (value <= low if bounds.get("low_open") else value < low)
     too_high = high is not None and (value >= high if bounds.get("high_open") else value > high)
@@ -327,7 +332,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
-    return config_from_dict(data if data is not None else {}, overrides)
+    if data is None:  # an empty file (or comments only) would silently train on the built-in defaults
+        raise ConfigError(f"config file '{path}' is empty; it must set at least the keys that differ from the defaults")
+    return config_from_dict(data, overrides)
 
 
 def config_to_dict(config: Config) -> dict:

@@ -2,23 +2,32 @@
 
 Layout::
 
-    RUN/config.yaml        the resolved config (what ran)
+    RUN/config.yaml        the resolved config (the latest settings; a resume may change some)
+    RUN/resumes.yaml       one entry per resume: the iteration it continued from and the keys it changed
     RUN/progress.csv       one row per iteration
     RUN/tb/                TensorBoard events
-    RUN/checkpoints/       iter_NNNNNN.pt, written atomically
+    RUN/checkpoints/       iter_NNNNNN.pt, written atomically (a file that did not load: iter_NNNNNN.pt.corrupt)
     RUN/train.log          the command's log, when run in the background
 """
 
 from __future__ import annotations
 
 import csv
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .config import Config, ConfigError, config_from_dict, dump_config
+from .errors import UserError
+
+
+class RunFolderError(UserError, ValueError):
+    """A run folder whose files cannot be read as metarl wrote them (e.g. a hand-edited ``progress.csv``)."""
 
 
 def default_run_dir(config_path: str | Path) -> Path:
@@ -35,6 +44,63 @@ def create_run_dir(path: str | Path, config: Config) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     return path
+
+
+def _checkpoint_files(path: Path) -> set[Path]:
+    """The checkpoint files now in a run folder (to tell whether a run wrote one)."""
+    return set((path / "checkpoints").glob("iter_*.pt"))
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet, or None."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+def _remove_created(path: Path, created_root: Path) -> None:
+    """Remove ``path`` and the folders above it up to ``created_root`` that are empty (another run may have
+    created its own folder beside it meanwhile)."""
+    shutil.rmtree(path, ignore_errors=True)
+    for folder in path.parents:
+        if not folder.is_relative_to(created_root):
+            break
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+@contextmanager
+def new_run_folder(path: str | Path, config: Config) -> Iterator[Path]:
+    """Create a run folder holding ``config.yaml`` for the ``with`` block. If the block fails before it writes a
+    checkpoint, remove what this run created (the folders it made, or in a folder that existed before only the new
+    entries), so the same command can start again; a folder's earlier contents are never touched."""
+    path = Path(path)
+    created_root = _first_missing(path)
+    before = set(path.iterdir()) if created_root is None else set()
+    checkpoints_before = _checkpoint_files(path)
+    create_run_dir(path, config)
+    try:
+        yield path
+    except BaseException:
+        if not _checkpoint_files(path) - checkpoints_before:
+            if created_root is not None:
+                _remove_created(path, created_root)
+            else:
+                for entry in set(path.iterdir()) - before:
+                    _remove(entry)
+        raise
 
 
 def read_run_config(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -62,7 +128,7 @@ class ProgressLog:
 
     def _rewrite(self, rows: list[dict]) -> None:
         with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fieldnames or [])
+            writer = csv.DictWriter(handle, fieldnames=self.fieldnames or [], lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
 
@@ -71,13 +137,30 @@ class ProgressLog:
             self.fieldnames = list(row)
             self._rewrite([])
         with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=self.fieldnames, extrasaction="ignore").writerow(row)
+            writer = csv.DictWriter(handle, fieldnames=self.fieldnames, extrasaction="ignore", lineterminator="\n")
+            writer.writerow(row)
 
 
 def read_progress(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a run's ``progress.csv`` as floats."""
-    with (Path(path) / "progress.csv").open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+    """Rows of a run's ``progress.csv`` as floats (LF line ends, or CRLF as written before); ``RunFolderError``
+    naming the line and column of a value that is not a number, so ``metarl plot`` says it in one line."""
+    file = Path(path) / "progress.csv"
+    with file.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return [_numeric_row(row, file, reader.line_num) for row in reader]
+
+
+def _numeric_row(row: dict[str, str], file: Path, line: int) -> dict[str, float]:
+    """One CSV row as floats (empty cells left out)."""
+    out = {}
+    for key, value in row.items():
+        if value == "" or value is None:
+            continue
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise RunFolderError(f"'{file}' line {line}, column '{key}': {value!r} is not a number") from None
+    return out
 
 
 class TensorBoardLog:

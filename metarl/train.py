@@ -6,21 +6,26 @@ continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, ConfigError, config_to_dict, dump_config, load_config
+from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, save_checkpoint
+from .config import Config, ConfigError, config_to_dict, load_config
 from .maml_trpo import MAMLTRPO, MAMLTRPOConfig
 from .policies import make_policy, policy_params
 from .progress import progress_bar
-from .run_dir import ProgressLog, TensorBoardLog, create_run_dir, default_run_dir, read_run_config
+from .resume import ResumePlan, explain_load_failure, plan_resume, record_resume
+from .run_dir import ProgressLog, TensorBoardLog, default_run_dir, new_run_folder
 from .sampling import make_sampler
 from .stopping import StopOnSignal
+
+TASK_DISTRIBUTION_METHODS = ("sample_tasks", "set_task")
 
 PROGRESS_COLUMNS = (
     "iteration",
@@ -56,9 +61,17 @@ def make_env(config: Config) -> gym.Env:
         known = ", ".join(sorted(k for k in gym.registry if k.startswith("metarl/")))
         raise ConfigError(f"config key 'env.id': unknown environment '{config.env.id}' (known: {known})") from None
     try:
-        return gym.make(config.env.id, **config.env.kwargs)
+        env = gym.make(config.env.id, **config.env.kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'env.kwargs': {exc}") from None
+    missing = [name for name in (*TASK_DISTRIBUTION_METHODS, "horizon") if not hasattr(env.unwrapped, name)]
+    if missing:
+        env.close()
+        raise ConfigError(
+            f"config key 'env.id': '{config.env.id}' is not a task distribution (it has no {', '.join(missing)}); "
+            "metarl envs lists those that are"
+        )
+    return env
 
 
 def build_algorithm(policy: torch.nn.Module, config: Config) -> MAMLTRPO:
@@ -89,6 +102,7 @@ class MetaRLTrainer:
     """Owns the policy, the MAML-TRPO learner and the sampler for one run."""
 
     def __init__(self, config: Config, sampler, device: torch.device) -> None:
+        """``sampler`` may be None until the first iteration (the trainer is built, and checked, before it)."""
         self.config, self.sampler, self.device = config, sampler, device
         self.env = make_env(config)
         self.task_distribution = self.env.unwrapped
@@ -104,6 +118,7 @@ class MetaRLTrainer:
         )
         self.algorithm = build_algorithm(policy.to(device), config)
         self.env_steps = 0
+        self.completed = 0  # iterations done (by a run this one continues)
 
     @property
     def policy(self) -> torch.nn.Module:
@@ -163,11 +178,11 @@ class MetaRLTrainer:
             self.algorithm.load_state_dict(state["algorithm"])
             self.env_steps = int(state["env_steps"])
             torch.set_rng_state(state["torch_rng"])
-            return int(state["iteration"])
+            self.completed = int(state["iteration"])
+            return self.completed
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            from .checkpoint import CheckpointError
-
-            raise CheckpointError(f"checkpoint does not fit this run's config ({exc})") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise CheckpointError(f"checkpoint does not fit this run's config ({first})") from None
 
 
 def train(
@@ -177,10 +192,15 @@ def train(
     device: torch.device,
     resume_state: dict | None = None,
     progress: bool = True,
+    trainer: MetaRLTrainer | None = None,
 ) -> list[dict]:
-    """Run (or continue) meta-training into ``run_dir``; returns the rows logged by this call."""
-    trainer = MetaRLTrainer(config, sampler, device)
-    start = trainer.load_state_dict(resume_state) if resume_state is not None else 0
+    """Run (or continue) meta-training into ``run_dir``; returns the rows logged by this call. ``trainer``: one built
+    (and restored from ``resume_state``) beforehand, to check the config before anything is written."""
+    if trainer is None:
+        trainer = MetaRLTrainer(config, sampler, device)
+        if resume_state is not None:
+            trainer.load_state_dict(resume_state)
+    trainer.sampler, start = sampler, trainer.completed
     log = ProgressLog(run_dir / "progress.csv", resume_from=start if resume_state is not None else None)
     tensorboard = TensorBoardLog(run_dir, config.logging.tensorboard, purge_step=start + 1 if start else None)
     rows = []
@@ -214,59 +234,103 @@ def train_from_cli(
     device: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """``metarl train``: validate everything, connect the sampler, then create the run folder and train."""
+    """``metarl train``: check everything (config, model, checkpoint, data, sampler) before writing anything, then
+    create the run folder (or record the resume) and train."""
     overrides = list(overrides)
     if ray_address:
         overrides.append(f"sampler.ray_address={ray_address}")
     if device:
         overrides.append(f"device={device}")
-    resume_state = None
-    if resume:
-        if run_dir:
-            raise ConfigError("--run-dir and --resume cannot be combined: --resume continues in its own folder")
-        config = read_run_config(resume, overrides)
-        found = latest_checkpoint(resume)
-        if found is None:
-            raise ConfigError(f"run folder '{resume}' has no checkpoint to resume from")
-        resume_state = load_checkpoint(found)
-        target = Path(resume)
-    else:
-        if not config_path:
-            raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
-        config = load_config(config_path, overrides)
-        target = Path(run_dir) if run_dir else default_run_dir(config_path)
-        if (target / "config.yaml").exists():
-            raise ConfigError(f"run folder '{target}' already holds a run; use --resume {target} or another --run-dir")
+    plan = _plan(config_path, run_dir, resume, overrides)
+    config = plan.config if plan is not None else load_config(config_path, overrides)
+    target = Path(resume) if resume else Path(run_dir) if run_dir else default_run_dir(config_path)
+    if plan is None and (target / "config.yaml").exists():
+        raise ConfigError(f"run folder '{target}' already holds a run; use --resume {target} or another --run-dir")
     torch_device = resolve_device(config.device)
     if torch_device.type == "cpu":
         # One thread by default: two per process on shared cores collapsed the update 10-100x here (DESIGN.md), and
         # rollout workers take the other cores. ``threads`` raises it where the cores are this run's own.
         torch.set_num_threads(config.threads)
-    if config.fewshot is not None:
-        from .fewshot.train import prepare_fewshot, train_fewshot
+    try:
+        if config.fewshot is not None:
+            _train_fewshot(config, target, torch_device, plan, progress)
+        else:
+            _train_meta_rl(config, target, torch_device, plan, progress)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(target)) from None
+    print(f"run folder: {target}")
+    return target
 
-        problem = prepare_fewshot(config)  # data is found and checked before anything is created
-        _write_run_config(target, config, resume_state)
-        train_fewshot(config, problem, target, torch_device, resume_state, progress)
-        print(f"run folder: {target}")
-        return target
-    make_env(config).close()  # env id and kwargs are checked before anything is created
-    with make_sampler(
+
+def _plan(config_path: str | None, run_dir: str | None, resume: str | None, overrides: list[str]) -> ResumePlan | None:
+    """The resume to carry out (None for a new run), after refusing argument combinations that cannot work."""
+    if not resume:
+        if not config_path:
+            raise ConfigError("train needs a CONFIG file (or --resume RUN_DIR)")
+        return None
+    if run_dir:
+        raise ConfigError("--run-dir and --resume cannot be combined: --resume continues in its own folder")
+    if config_path:
+        raise ConfigError(
+            f"CONFIG '{config_path}' and --resume cannot be combined: a resumed run keeps its own config.yaml "
+            "(change keys with --set KEY=VALUE)"
+        )
+    return plan_resume(resume, overrides)
+
+
+@contextlib.contextmanager
+def _explained(plan: ResumePlan | None) -> Iterator[None]:
+    """Loading the plan's checkpoint: a failure names the keys this resume changed (see ``explain_load_failure``)."""
+    try:
+        yield
+    except CheckpointError as exc:
+        if plan is None:
+            raise
+        raise explain_load_failure(plan, exc) from None
+
+
+def _train_meta_rl(config: Config, target: Path, device: torch.device, plan: ResumePlan | None, progress: bool) -> None:
+    """Meta-RL: build the trainer (env, policy, learner: checks the config) and load the checkpoint, connect the
+    sampler, and only then write to the run folder."""
+    trainer = MetaRLTrainer(config, None, device)
+    if plan is not None:
+        with _explained(plan):
+            trainer.load_state_dict(plan.state)
+    sampler = make_sampler(
         config.env.id,
         config.env.kwargs,
         backend=config.sampler.backend,
         num_workers=config.sampler.num_workers,
         ray_address=config.sampler.ray_address,
-    ) as sampler:
-        _write_run_config(target, config, resume_state)
-        train(config, target, sampler, torch_device, resume_state, progress)
-    print(f"run folder: {target}")
-    return target
+    )
+    with sampler, _run_folder(target, config, plan):
+        train(config, target, sampler, device, plan.state if plan else None, progress, trainer=trainer)
 
 
-def _write_run_config(target: Path, config: Config, resume_state: dict | None) -> None:
-    """A new run gets a new folder; a resumed one gets its config.yaml updated (e.g. raised iterations)."""
-    if resume_state is None:
-        create_run_dir(target, config)
-    else:
-        (target / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+def _train_fewshot(config: Config, target: Path, device: torch.device, plan: ResumePlan | None, progress: bool) -> None:
+    """Few-shot: find and check the data, build the method and load the checkpoint, then write to the run folder."""
+    from .fewshot.train import prepare_fewshot, prepare_method, train_fewshot
+
+    problem = prepare_fewshot(config)
+    with _explained(plan):
+        prepared = prepare_method(config, problem, device, plan.state if plan else None)
+    with _run_folder(target, config, plan):
+        train_fewshot(config, problem, target, device, plan.state if plan else None, progress, prepared=prepared)
+
+
+def _run_folder(target: Path, config: Config, plan: ResumePlan | None) -> contextlib.AbstractContextManager[Path]:
+    """A new run's folder (removed again if the run fails before its first checkpoint), or the resumed run's,
+    once the resume is recorded."""
+    if plan is None:
+        return new_run_folder(target, config)
+    record_resume(plan)
+    return contextlib.nullcontext(target)
+
+
+def _interrupted(target: Path) -> str:
+    """What a second Ctrl-C (stop at once) leaves behind, for the one line the command prints."""
+    latest = latest_checkpoint(target) if target.is_dir() else None
+    if latest is None:
+        return "before the first checkpoint: nothing was saved; the same command starts the run again"
+    later = "later iterations were not saved"
+    return f"after checkpoint {latest.name} ({later}); continue with: metarl train --resume {target}"

@@ -64,6 +64,7 @@ def _raise_from_a_command(monkeypatch, exc: BaseException) -> int:
         "metarl.sampling.base.SamplerError",
         "metarl.fewshot.omniglot.DataError",
         "metarl.evaluate.EvaluationError",
+        "metarl.run_dir.RunFolderError",
     ],
 )
 def test_each_user_error_is_one_line_and_exit_2(monkeypatch, capsys, error_type):

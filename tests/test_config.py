@@ -77,3 +77,12 @@ def test_missing_and_malformed_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         load_config(listy)
+
+
+def test_an_empty_file_and_sizes_below_one_are_refused(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="config file '.*empty.yaml' is empty"):
+        load_config(empty)
+    with pytest.raises(ConfigError, match=r"'policy.hidden_sizes\[1\]': 0 is out of range \[1, inf\]"):
+        config_from_dict({"policy": {"hidden_sizes": [8, 0]}})

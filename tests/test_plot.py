@@ -100,3 +100,16 @@ def test_output_paths():
     assert [p.name for p in output_paths("fig.png", None)] == ["fig.png"]
     assert [p.name for p in output_paths("fig.png", "svg, png")] == ["fig.svg", "fig.png"]
     assert [p.name for p in output_paths("out/fig", "pdf")] == ["fig.pdf"]
+
+
+def test_training_plot_of_a_non_numeric_progress_value_is_one_line(tmp_path, capsys):
+    run = fake_run(tmp_path / "run", evaluated=False)
+    lines = (run / "progress.csv").read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",n/a"  # iteration 3's return_post
+    (run / "progress.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "train.png"
+    assert main(["plot", str(run), "--training", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("metarl plot: error:"), err
+    assert "progress.csv" in err and "line 4" in err and "'n/a'" in err and "'return_post'" in err
+    assert not out.exists()

@@ -1,7 +1,8 @@
 """Supervised few-shot meta-training: ``metarl train`` on a config with a ``fewshot`` section lands here.
 
-``metarl.train.train_from_cli`` calls :func:`prepare_fewshot` first (data found and checked, keys checked: a
-``DataError`` or ``ConfigError`` stops the command before any run folder exists), then :func:`train_fewshot`.
+``metarl.train.train_from_cli`` calls :func:`prepare_fewshot` and :func:`prepare_method` first (data found and
+checked, keys checked, the model built and a resumed checkpoint loaded: a ``DataError``, ``ConfigError`` or
+``CheckpointError`` stops the command before anything is written), then :func:`train_fewshot`.
 
 One iteration: draw ``meta_batch_size`` training tasks from ``(seed, iteration)``, one ``train_step`` of the method
 (Adam on the MAML objective, Reptile's rule, or Adam on the metric loss), a row in ``progress.csv`` / TensorBoard,
@@ -31,6 +32,17 @@ from .problem import FewShotProblem, build_problem
 def prepare_fewshot(config: Config) -> FewShotProblem:
     """Build the problem of ``config.fewshot`` (loads Omniglot); raises ``DataError`` / ``ConfigError`` on bad input."""
     return build_problem(config)
+
+
+def prepare_method(
+    config: Config, problem: FewShotProblem, device: torch.device, resume_state: dict | None = None
+) -> tuple[Method, int]:
+    """The method of ``config`` (seeded), restored from ``resume_state`` when given, and its completed iterations;
+    built before the run folder is written so that a checkpoint that does not fit stops the command first."""
+    torch.manual_seed(config.seed)  # the model's (and Meta-SGD's step sizes') initialisation
+    method = build_method(config, problem, device)
+    start = restore(config, problem, method, resume_state) if resume_state is not None else 0
+    return method, start
 
 
 def progress_columns(problem: FewShotProblem) -> tuple[str, ...]:
@@ -83,12 +95,12 @@ def train_fewshot(
     device: torch.device,
     resume_state: dict | None = None,
     progress: bool = True,
+    prepared: tuple[Method, int] | None = None,
 ) -> list[dict]:
-    """Run (or continue, from ``resume_state``) few-shot meta-training into ``run_dir``; returns this call's rows."""
+    """Run (or continue, from ``resume_state``) few-shot meta-training into ``run_dir``; returns this call's rows.
+    ``prepared``: what :func:`prepare_method` returned for the same arguments (built before the folder was)."""
     run_dir, fs = Path(run_dir), config.fewshot
-    torch.manual_seed(config.seed)  # the model's (and Meta-SGD's step sizes') initialisation
-    method = build_method(config, problem, device)
-    start = restore(config, problem, method, resume_state) if resume_state is not None else 0
+    method, start = prepared if prepared is not None else prepare_method(config, problem, device, resume_state)
     val_batch = problem.val.fixed(fs.val_tasks, config.seed).to(device) if problem.val is not None else None
     columns = progress_columns(problem)
 
