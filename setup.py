@@ -23,6 +23,9 @@ setup(
         "tensorboard>=2.14",
         "matplotlib>=3.7",
         "tqdm>=4.60",
+        "scipy>=1.10",  # metarl.eval_results: Student-t confidence intervals
+        "pillow>=9",  # metarl.fewshot: Omniglot images (PIL)
+        "grpcio>=1.42",  # metarl.sampling.ray_sampler probes a Ray address; core ray does not require grpcio
     ],
     extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},
     entry_points={"console_scripts": ["metarl=metarl.cli:main"]},

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from metarl import plot
 from metarl.checkpoint import CheckpointError
 from metarl.config import ConfigError, config_from_dict
 from metarl.fewshot import make_synthetic_omniglot
@@ -144,7 +145,6 @@ def test_bad_input_is_one_clear_error(sinusoid_run, tmp_path, capsys):
 
 
 def test_plot_draws_the_fewshot_summary(sinusoid_run):
-    plot = pytest.importorskip("metarl.plot")
     evaluate_fewshot(sinusoid_run, tasks=20, steps=2)
     written = plot.plot_adaptation([sinusoid_run], [sinusoid_run / "evaluation" / "adaptation.png"])
     assert written[0].is_file() and written[0].stat().st_size > 0

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from metarl import learners
 from metarl.fewshot.metric import (
     episode_logits,
     matching_accuracy,
@@ -278,7 +279,6 @@ def test_metric_unknown_method():
 
 
 def test_losses_with_the_shared_learner():
-    learners = pytest.importorskip("metarl.learners")
     # ANIL on Conv4: only the head is adapted; looping over tasks and vmap agree.
     model = Conv4(n_way=3)
     params = dict(model.named_parameters())

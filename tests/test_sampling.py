@@ -25,7 +25,7 @@ from metarl.policies import GaussianMLPPolicy, policy_params
 from metarl.recurrent import GRUCategoricalPolicy, replay
 from metarl.sampling import LocalSampler, SamplerError, make_sampler
 from metarl.sampling.lanes import HalfCheetahLanes, make_lanes
-from metarl.sampling.ray_sampler import probe_ray_address
+from metarl.sampling.ray_sampler import RaySampler, probe_ray_address
 from metarl.sampling.rollout import Chunk, ParamSet, RolloutSpec, rollout_chunk
 
 NAV = "metarl/Navigation2D-v0"
@@ -61,6 +61,27 @@ def perturbed(policy: torch.nn.Module, seed: int, scale: float = 0.3) -> dict[st
 def assert_equal(a: EpisodeBatch, b: EpisodeBatch) -> None:
     assert a.observations.shape == b.observations.shape
     assert a.equals(b), "batches differ"
+
+
+def kill_busy_worker(sampler: RaySampler) -> bool:
+    """``ray.kill`` the actor of one of the sampler's in-flight chunks (as a crash would); False if none is in flight.
+
+    Safe to call from another thread while the sampler samples (its in-flight map may change while we read it).
+    """
+    import ray
+
+    for _ in range(100):
+        try:
+            busy = [actor for _, _, actor in list(sampler._in_flight.values())]
+            break
+        except RuntimeError:  # dictionary changed size during iteration
+            continue
+    else:
+        return False
+    if not busy:
+        return False
+    ray.kill(busy[0])
+    return True
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
@@ -326,8 +347,6 @@ def test_policy_is_shipped_only_when_it_changes(nav_ray) -> None:
 
 
 def test_killed_worker_is_replaced_and_batch_is_complete(cheetah2) -> None:
-    import ray
-
     policy = gaussian(17, 6, 8)
     tasks = tasks_of(CHEETAH, 12)
     expected = LocalSampler(CHEETAH, tasks_per_chunk=1).sample(policy, policy_params(policy), tasks, 6, seed=1)
@@ -339,9 +358,7 @@ def test_killed_worker_is_replaced_and_batch_is_complete(cheetah2) -> None:
         while not cheetah2._in_flight and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(0.05)  # the first chunks (1200 steps each) are running
-        victim = cheetah2._actors[0]
-        if cheetah2._in_flight:
-            ray.kill(victim)
+        if kill_busy_worker(cheetah2):
             killed.append(True)
 
     killer = threading.Thread(target=kill_when_busy)
