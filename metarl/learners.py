@@ -23,11 +23,10 @@ takes one batch per step (Reptile's mini-batches) and returns the rule's state, 
 every step continues the same Adam trajectory instead of restarting it.
 
 Many tasks: :meth:`GradientLearner.adapt_many` and :func:`map_tasks` loop over tasks by default, or batch them with
-``torch.func.vmap`` (``vectorize=True``). Measured on the shared 2-core CPU (``benchmarks/learner.py``, results in
-``benchmarks/results/learner.json``) for the second-order RL meta-gradient: at the HalfCheetahVel size (40 tasks x
-20 episodes x 200 steps, 100-100 MLP) the loop was ~2.7x faster for the meta-gradient and ~2.5x for a KL
-Hessian-vector product, but used more peak memory (2.3 vs 1.7 GB); at 2-D navigation size they were close; vmap
-won only for a tiny 16-16 MLP. So the loop is the default; try vmap for tiny nets or on a GPU.
+``torch.func.vmap`` (``vectorize=True``). A third form needs nothing from this module: params stacked along a
+leading task axis and a loss summed over tasks give every task's own inner gradient in one graph (MAML-TRPO's
+``batching: stacked``, see :mod:`metarl.maml_trpo`). Which is fastest depends on the device, not on taste: measured
+in ``benchmarks/learner.py`` (``docs/benchmarks.md``), the loop on a CPU, the stacked form on a GPU.
 """
 
 from __future__ import annotations
