@@ -58,6 +58,11 @@ def test_stacked_gauss_newton_equals_the_loop_reference(config: dict, discrete: 
     for a, b in zip(loop.adapt(support), fast.adapt(support), strict=True):
         for k in a:
             torch.testing.assert_close(b[k], a[k], **EXACT)
+    # A second step from given per-task params (evaluation after several steps).
+    again = [algo.adapt(support, params=algo.adapt(support)) for algo in (loop, fast)]
+    for a, b in zip(*again, strict=True):
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], **EXACT)
 
     theta = loop.parameters_vector().requires_grad_(True)
     grads = [flat_grad(algo.objective(theta, s, q)[0], theta) for algo in (loop, fast)]
