@@ -13,6 +13,7 @@ Layout::
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -127,10 +128,13 @@ class ProgressLog:
             self.path.unlink()
 
     def _rewrite(self, rows: list[dict]) -> None:
-        with self.path.open("w", newline="") as handle:
+        """Replace the file with ``rows`` atomically: a kill mid-rewrite (on resume) leaves the old file whole."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.fieldnames or [], lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
+        os.replace(tmp, self.path)
 
     def append(self, row: dict[str, Any]) -> None:
         if self.fieldnames is None:
