@@ -7,28 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_runs import NAV, TINY, sets, train
 
 from metarl.checkpoint import latest_checkpoint, load_checkpoint
-from metarl.cli import main
-
-NAV = "experiments/maml_trpo_navigation.yaml"
-TINY = [
-    "sampler.backend=local",
-    "maml.meta_batch_size=2",
-    "maml.episodes_per_task=2",
-    "policy.hidden_sizes=[8]",
-    "env.kwargs.horizon=10",
-    "logging.checkpoint_every=2",
-    "logging.tensorboard=false",
-]
-
-
-def sets(*assignments: str) -> list[str]:
-    return sum([["--set", a] for a in assignments], [])
-
-
-def train(*args: str) -> int:
-    return main(["train", *args, "--no-progress"])
 
 
 def snapshot(run: Path) -> dict[str, bytes]:
