@@ -166,6 +166,7 @@ class FewShotConfig:
 
 
 FEWSHOT_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet")
+META_RL_ALGORITHMS = ("maml_trpo",)
 
 
 @dataclass
@@ -318,8 +319,8 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> Config:
         raise ConfigError(
             f"config key 'fewshot': algorithm '{config.algorithm}' is supervised and needs a fewshot section"
         )
-    if config.algorithm == "maml_trpo" and config.fewshot is not None:
-        raise ConfigError("config key 'fewshot': algorithm 'maml_trpo' is meta-RL; drop the fewshot section")
+    if config.algorithm in META_RL_ALGORITHMS and config.fewshot is not None:
+        raise ConfigError(f"config key 'fewshot': algorithm '{config.algorithm}' is meta-RL; drop the fewshot section")
     return config
 
 

@@ -109,10 +109,10 @@ def find_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
 
 def make_algorithm(policy: nn.Module, config: Config) -> Any:
     """The run's MAML-TRPO around ``policy`` (on the CPU): its ``prepare`` (advantages) and learner are the inner
-    loop, configured exactly as in training (:func:`metarl.train.build_algorithm`)."""
-    from .train import build_algorithm
+    loop, configured exactly as in training (:func:`metarl.algorithms.maml_trpo.build_learner`)."""
+    from .algorithms.maml_trpo import build_learner
 
-    return build_algorithm(policy.to("cpu"), config)
+    return build_learner(policy.to("cpu"), config)
 
 
 def fresh_policy(config: Config) -> nn.Module:
