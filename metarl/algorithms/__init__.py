@@ -27,6 +27,7 @@ from metarl.config import Config, ConfigError
 # algorithm key -> "module:class"; imported only when picked
 REGISTRY = {
     "maml_trpo": "metarl.algorithms.maml_trpo:MAMLTRPOAlgorithm",
+    "rl2": "metarl.algorithms.rl2:RL2",
 }
 
 SeedFn = Callable[[int], int]
