@@ -6,7 +6,8 @@ episodes with the agent's hidden state carried across the episodes of a trial; r
 averaged over the trials. ``summary.json`` gets, per method, the statistics per episode of the trial (``steps``: step
 ``k`` is episode ``k + 1``) and of the total return of a trial (``trial``), each with a 95% Student-t interval over
 the tasks. Methods: the run's agent (named after the algorithm), ``random`` (a freshly initialised agent of the same
-architecture, seeded), and on Bernoulli bandits the classic strategies of :mod:`metarl.bandit_baselines`.
+architecture, seeded), on Bernoulli bandits the classic strategies of :mod:`metarl.bandit_baselines`, on tabular
+MDPs the exact references of :mod:`metarl.tabular_baselines`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from .bandit_baselines import STRATEGIES, bandit_returns
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .config import Config, ConfigError
 from .eval_results import csv_name, csv_text, merge_summary, read_summary, summarize, summary_json, write_atomic
+from .tabular_baselines import STRATEGIES as MDP_STRATEGIES
+from .tabular_baselines import tabular_returns
 
 BANDIT_ID = "metarl/Bandit-v0"
-BASELINES = ("random", *STRATEGIES)
+MDP_ID = "metarl/TabularMDP-v0"
+BASELINES = ("random", *STRATEGIES, *MDP_STRATEGIES)
 SAMPLE, RANDOM_INIT, BANDIT = 0, 1, 3
 
 
@@ -62,6 +66,8 @@ def evaluate_trial_run(
         raise ConfigError(f"--baseline for a {config.algorithm} run must be one of {', '.join(BASELINES)}")
     if method in STRATEGIES and config.env.id != BANDIT_ID:
         raise ConfigError(f"--baseline {method} plays Bernoulli bandits ({BANDIT_ID}), not {config.env.id}")
+    if method in MDP_STRATEGIES and config.env.id != MDP_ID:
+        raise ConfigError(f"--baseline {method} solves tabular MDPs ({MDP_ID}), not {config.env.id}")
     k = config.rl2.episodes_per_trial
     entry: dict[str, Any] = {"seed": seed, "tasks": tasks, "episodes": trials, "episodes_per_trial": k}
     entry["axis"] = "episode of the trial (step k = episode k + 1)"
@@ -94,6 +100,13 @@ def evaluate_trial_run(
             ray_address=ray_address or config.sampler.ray_address,
         ) as sampler:
             returns = algorithm.evaluation_returns(sampler, held_out, trials, derived_eval_seed(seed, SAMPLE))
+    elif method in MDP_STRATEGIES:
+        from .train import make_env
+
+        env = make_env(config)
+        horizon = int(env.unwrapped.horizon)
+        env.close()
+        returns = tabular_returns(method, held_out, horizon, k)
     else:
         seeds = [derived_eval_seed(seed, BANDIT, i) for i in range(tasks)]
         returns = bandit_returns(method, held_out, k, trials, seeds)

@@ -27,6 +27,8 @@ LABELS = {
     "ucb1": "UCB1",
     "thompson": "Thompson sampling",
     "best_arm": "best arm (knows the means)",
+    "mdp_optimal": "optimal policy (knows the MDP)",
+    "uniform": "uniformly random actions",
     "random": "random init + adaptation",
     "pretrained": "pretrained (PPO) + adaptation",
     "oracle": "oracle (PPO, observes the task)",

@@ -310,8 +310,51 @@ def test_evaluate_refuses_gradient_steps_and_bandit_baselines_elsewhere(tmp_path
     assert main(["evaluate", str(run), "--baseline", "ucb1", "--backend", "local"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "gradient steps" in err[0] and "Bernoulli bandits" in err[1]
+    assert main(["evaluate", str(run), "--baseline", "mdp_optimal", "--tasks", "3"]) == 0
+    summary = json.loads((run / "evaluation" / "summary.json").read_text())
+    assert summary["methods"]["mdp_optimal"]["trial"]["mean"] > 0
 
 
 def rows_of(run, method):
     with (run / "evaluation" / f"adaptation_{method}.csv").open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_every_rl2_experiment_loads_and_builds(repo_root):
+    from metarl.algorithms import build_algorithm
+    from metarl.config import load_config
+    from metarl.train import make_env
+
+    paths = sorted((repo_root / "experiments").glob("rl2_*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
+        config = load_config(path)
+        env = make_env(config)
+        algorithm = build_algorithm(config, env, torch.device("cpu"))
+        assert algorithm.name == "rl2" and algorithm.policy.hidden_size == 256
+        env.close()
+
+
+def test_tabular_references_by_hand():
+    """Two states, two actions, horizon 2, start in state 0. mu = [[1, 0], [0, 3]]; action 0 stays, action 1 moves
+    to the other state. Optimal: move (0), then stay in 1 (3): 3. Uniform: step 1 from s0 = 0.5, then from s0 0.5 or
+    s1 1.5 with prob 1/2 each: 0.5 + 1.0 = 1.5."""
+    from metarl.tabular_baselines import tabular_returns
+
+    task = {"transitions": [[[1, 0], [0, 1]], [[0, 1], [1, 0]]], "reward_means": [[1, 0], [0, 3]]}
+    np.testing.assert_allclose(tabular_returns("mdp_optimal", [task], 2, 3), [[3.0, 3.0, 3.0]])
+    np.testing.assert_allclose(tabular_returns("uniform", [task], 2, 1), [[1.5]])
+
+
+def test_bandit_baselines_behave_as_specified():
+    from metarl.bandit_baselines import bandit_returns
+
+    tasks = [{"means": [0.0, 0.0, 1.0]}, {"means": [1.0, 0.0, 0.0]}]
+    np.testing.assert_array_equal(bandit_returns("best_arm", tasks, 5, 3, [0, 1]), np.ones((2, 5)))
+    ucb = bandit_returns("ucb1", tasks, 6, 4, [0, 1])
+    # UCB1 tries every arm once (in index order) before anything else; then it exploits the deterministic best arm.
+    np.testing.assert_array_equal(ucb[0, :3], [0, 0, 1])
+    np.testing.assert_array_equal(ucb[1, :3], [1, 0, 0])
+    assert ucb[:, 3:].min() == 1.0
+    thompson = bandit_returns("thompson", [{"means": [0.1, 0.9]}], 50, 200, [3])
+    assert thompson[0, -10:].mean() > thompson[0, :3].mean() + 0.2
