@@ -112,6 +112,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         baseline_run=args.baseline_run,
     )
     print(format_table(summary))
+    if any("trial" in entry for entry in summary.get("methods", {}).values()):
+        from .evaluate_trials import format_trial_table
+
+        print(format_trial_table(summary))
     others = mismatched_settings(summary)
     if others:
         print(f"note: {', '.join(others)} used other seed/tasks/episodes than the first method", file=sys.stderr)
@@ -166,7 +170,9 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--steps", type=int, help="gradient steps (default 3, or the number of --step-sizes; few-shot: the config's)"
     )
-    ev.add_argument("--episodes", type=int, help="episodes per task and step (default 20; meta-RL only)")
+    ev.add_argument(
+        "--episodes", type=int, help="episodes per task and step (default 20; meta-RL only; RL^2 runs: trials per task)"
+    )
     ev.add_argument("--seed", type=int, default=0, help="seed of the tasks and episodes (default 0)")
     ev.add_argument(
         "--step-sizes",
@@ -176,7 +182,12 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--backend", choices=["ray", "local"], help="sampler backend (default: the run's)")
     ev.add_argument("--workers", type=int, help="rollout workers (default: the run's)")
     ev.add_argument("--ray-address", help="join this Ray cluster instead of starting a local Ray")
-    ev.add_argument("--baseline", choices=["random", "pretrained", "oracle"], help="evaluate a baseline instead")
+    ev.add_argument(
+        "--baseline",
+        choices=["random", "pretrained", "oracle", "ucb1", "thompson", "best_arm", "mdp_optimal", "uniform"],
+        help="evaluate a baseline instead (ucb1, thompson, best_arm: Bernoulli bandits; mdp_optimal, uniform: tabular "
+        "MDPs)",
+    )
     ev.add_argument("--baseline-run", metavar="DIR", help="baseline folder (default: RUN_DIR/baselines/<kind>)")
     ev.add_argument("--data-dir", help="few-shot runs: the Omniglot folder, if it moved since training")
     ev.set_defaults(func=_cmd_evaluate)

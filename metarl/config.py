@@ -165,7 +165,29 @@ class FewShotConfig:
     download: bool = False
 
 
+@dataclass
+class RL2Config:
+    """RL^2 (Duan et al. 2016): a GRU agent over trials of ``episodes_per_trial`` episodes of one task, trained with
+    PPO (see :mod:`metarl.algorithms.rl2`). Per iteration: ``tasks_per_iteration`` tasks, ``trials_per_task`` trials
+    each; then ``epochs`` passes over the trials in ``minibatches`` minibatches (whole trials), Adam with ``lr``.
+    Discounting and GAE come from the ``advantages`` section (gamma across the whole trial)."""
+
+    tasks_per_iteration: int = field(default=20, metadata=_range(1))
+    trials_per_task: int = field(default=1, metadata=_range(1))
+    episodes_per_trial: int = field(default=10, metadata=_range(1))
+    hidden_size: int = field(default=256, metadata=_range(1))
+    init_std: float = field(default=1.0, **_positive())
+    lr: float = field(default=3e-4, **_positive())
+    clip: float = field(default=0.2, **_positive())
+    epochs: int = field(default=4, metadata=_range(1))
+    minibatches: int = field(default=1, metadata=_range(1))
+    value_coef: float = field(default=0.5, metadata=_range(0))
+    entropy_coef: float = field(default=0.0, metadata=_range(0))
+    max_grad_norm: float = field(default=1.0, **_positive())
+
+
 FEWSHOT_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet")
+META_RL_ALGORITHMS = ("maml_trpo", "rl2")
 
 
 @dataclass
@@ -181,15 +203,16 @@ class Config:
     iterations: int = field(default=500, metadata=_range(1))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = field(default=1, metadata=_range(1))
-    algorithm: Literal["maml_trpo", "maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet"] = (
-        "maml_trpo"
-    )
+    algorithm: Literal[
+        "maml_trpo", "rl2", "maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet"
+    ] = "maml_trpo"
     env: EnvConfig = field(default_factory=EnvConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     maml: MAMLConfig = field(default_factory=MAMLConfig)
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
+    rl2: RL2Config = field(default_factory=RL2Config)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     fewshot: FewShotConfig | None = None
 
@@ -318,8 +341,8 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> Config:
         raise ConfigError(
             f"config key 'fewshot': algorithm '{config.algorithm}' is supervised and needs a fewshot section"
         )
-    if config.algorithm == "maml_trpo" and config.fewshot is not None:
-        raise ConfigError("config key 'fewshot': algorithm 'maml_trpo' is meta-RL; drop the fewshot section")
+    if config.algorithm in META_RL_ALGORITHMS and config.fewshot is not None:
+        raise ConfigError(f"config key 'fewshot': algorithm '{config.algorithm}' is meta-RL; drop the fewshot section")
     return config
 
 

@@ -109,10 +109,10 @@ def find_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
 
 def make_algorithm(policy: nn.Module, config: Config) -> Any:
     """The run's MAML-TRPO around ``policy`` (on the CPU): its ``prepare`` (advantages) and learner are the inner
-    loop, configured exactly as in training (:func:`metarl.train.build_algorithm`)."""
-    from .train import build_algorithm
+    loop, configured exactly as in training (:func:`metarl.algorithms.maml_trpo.build_learner`)."""
+    from .algorithms.maml_trpo import build_learner
 
-    return build_algorithm(policy.to("cpu"), config)
+    return build_learner(policy.to("cpu"), config)
 
 
 def fresh_policy(config: Config) -> nn.Module:
@@ -213,6 +213,23 @@ def evaluate_run(
     config = read_run_config(run)
     if tasks < 1 or episodes < 1 or (workers is not None and workers < 1):
         raise ConfigError(f"--tasks, --episodes and --workers must be >= 1, got {tasks}, {episodes}, {workers}")
+    if config.algorithm != "maml_trpo":  # trial-based (RL^2): return per episode of a trial, no gradient steps
+        from .evaluate_trials import evaluate_trial_run
+
+        if steps is not None or step_sizes is not None:
+            raise ConfigError(f"--steps and --step-sizes are MAML's gradient steps; a {config.algorithm} run has none")
+        return evaluate_trial_run(
+            run,
+            config,
+            checkpoint=checkpoint,
+            tasks=tasks,
+            trials=episodes,
+            seed=seed,
+            backend=backend,
+            workers=workers,
+            ray_address=ray_address,
+            baseline=baseline,
+        )
     method = baseline or "maml"
     if method not in METHODS:
         raise ConfigError(f"--baseline must be one of {', '.join(METHODS[1:])}, got {method!r}")

@@ -23,6 +23,12 @@ from .run_dir import read_progress, read_run_config
 FORMATS = ("png", "svg", "pdf")
 LABELS = {
     "maml": "MAML",
+    "rl2": "RL^2",
+    "ucb1": "UCB1",
+    "thompson": "Thompson sampling",
+    "best_arm": "best arm (knows the means)",
+    "mdp_optimal": "optimal policy (knows the MDP)",
+    "uniform": "uniformly random actions",
     "random": "random init + adaptation",
     "pretrained": "pretrained (PPO) + adaptation",
     "oracle": "oracle (PPO, observes the task)",
@@ -109,7 +115,9 @@ def plot_adaptation(
             high = [_num(r["ci95_high"]) for r in rows]
             if len(rows) == 1:  # evaluated without adaptation (oracle): a level line across the plot
                 steps, mean, low, high = [0, max_step], mean * 2, low * 2, high * 2
-            label = LABELS.get(method, method) if len(loaded) == 1 else f"{run.name}: {LABELS.get(method, method)}"
+            name = "untrained agent (random init)" if method == "random" and entry.get("axis") else None
+            name = name or LABELS.get(method, method)
+            label = name if len(loaded) == 1 else f"{run.name}: {name}"
             color = next(colors)
             ax.plot(
                 steps, mean, STYLES.get(method, "-"), color=color, marker="o" if len(rows) > 1 else None, label=label
@@ -117,12 +125,16 @@ def plot_adaptation(
             ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
     if not ax.lines:
         raise EvaluationError(f"none of the methods {', '.join(methods or [])} has been evaluated in these runs")
-    ax.set_xlabel("number of gradient steps")
+    axes = {entry.get("axis") for _, s in loaded for entry in s["methods"].values()}
+    trial_based = axes != {None}
+    ax.set_xlabel("episode of the trial (0 = first)" if trial_based else "number of gradient steps")
     metrics = {summary.get("metric", "return") for _, summary in loaded}
     metric = metrics.pop() if len(metrics) == 1 else "value"
     ax.set_ylabel(f"{YLABELS.get(metric, metric)} (held-out tasks)")
-    ax.set_xticks(range(max_step + 1))
-    ax.set_title(_title(envs, f"{metric} after fast adaptation"))
+    if max_step <= 20:
+        ax.set_xticks(range(max_step + 1))
+    what = "per episode within a trial" if trial_based else "after fast adaptation"
+    ax.set_title(_title(envs, f"{metric} {what}"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.text(0.99, 0.005, "shaded: 95% confidence interval over tasks", ha="right", va="bottom", fontsize="x-small")
@@ -148,7 +160,14 @@ def plot_training(runs: Sequence[str | Path], paths: Sequence[Path]) -> list[Pat
         envs.append(_env_id(run))
         prefix = "" if len(runs) == 1 else f"{run.name}: "
         color = None
-        for key, style, name in (("return_pre", "--", "before adaptation"), ("return_post", "-", "after adaptation")):
+        curves = (("return_pre", "--", "before adaptation"), ("return_post", "-", "after adaptation"))
+        if "trial_return" in rows[0]:  # trial-based (RL^2): first and last episode of a trial, and the whole trial
+            curves = (
+                ("return_first_episode", "--", "first episode of a trial"),
+                ("return_last_episode", "-", "last episode of a trial"),
+                ("trial_return", ":", "whole trial (sum)"),
+            )
+        for key, style, name in curves:
             xs = [r["iteration"] for r in rows if key in r]
             ys = [r[key] for r in rows if key in r]
             steps = [r.get("env_steps", float("nan")) for r in rows if key in r]

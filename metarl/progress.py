@@ -7,7 +7,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-SHOWN = {"env_steps": "steps", "return_pre": "pre", "return_post": "post", "accuracy": "acc", "loss": "loss"}
+SHOWN = {
+    "env_steps": "steps",
+    "return_pre": "pre",
+    "return_post": "post",
+    "trial_return": "trial",
+    "accuracy": "acc",
+    "loss": "loss",
+}
 
 
 def _format(row: dict[str, Any]) -> dict[str, str]:

@@ -1,4 +1,7 @@
-"""The meta-RL training loop: sample tasks, collect support episodes, adapt, collect query episodes, meta-update.
+"""The meta-RL training loop: sample tasks, let the configured algorithm collect and update, log, checkpoint.
+
+What an iteration collects and how it updates is the algorithm's business (:mod:`metarl.algorithms`); the loop
+only knows that protocol. The run folder, checkpoints, resume, progress and SIGINT/SIGTERM handling live here.
 
 Every source of randomness in an iteration is derived from ``(seed, iteration)``, so a run resumed from a checkpoint
 continues exactly as if it had never stopped.
@@ -7,7 +10,6 @@ continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +17,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from .algorithms import MetaAlgorithm, build_algorithm
 from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, save_checkpoint
 from .config import Config, ConfigError, config_to_dict, load_config
-from .maml_trpo import MAMLTRPO, MAMLTRPOConfig
-from .policies import make_policy, policy_params
 from .progress import progress_bar
 from .resume import ResumePlan, explain_load_failure, plan_resume, record_resume
 from .run_dir import ProgressLog, TensorBoardLog, default_run_dir, new_run_folder
@@ -26,17 +27,6 @@ from .sampling import make_sampler
 from .stopping import StopOnSignal
 
 TASK_DISTRIBUTION_METHODS = ("sample_tasks", "set_task")
-
-PROGRESS_COLUMNS = (
-    "iteration",
-    "env_steps",
-    "return_pre",
-    "return_post",
-    "kl",
-    "surrogate_improvement",
-    "time_sampling_s",
-    "time_update_s",
-)
 
 
 def derived_seed(*keys: int) -> int:
@@ -74,32 +64,8 @@ def make_env(config: Config) -> gym.Env:
     return env
 
 
-def build_algorithm(policy: torch.nn.Module, config: Config) -> MAMLTRPO:
-    """MAML-TRPO configured from the experiment's maml, trpo and advantages sections."""
-    maml, trpo, adv = config.maml, config.trpo, config.advantages
-    return MAMLTRPO(
-        policy,
-        MAMLTRPOConfig(
-            fast_lr=maml.fast_lr,
-            num_steps=maml.num_steps,
-            first_order=maml.first_order,
-            inner_loss=maml.inner_loss,
-            gamma=adv.gamma,
-            gae_lambda=adv.gae_lambda,
-            normalize_advantages=adv.normalize,
-            max_kl=trpo.max_kl,
-            cg_iters=trpo.cg_iters,
-            cg_damping=trpo.cg_damping,
-            ls_max_steps=trpo.ls_max_steps,
-            ls_backtrack_ratio=trpo.ls_backtrack_ratio,
-            batching=maml.batching,
-            hvp=trpo.hvp,
-        ),
-    )
-
-
 class MetaRLTrainer:
-    """Owns the policy, the MAML-TRPO learner and the sampler for one run."""
+    """Owns the algorithm (built from the config's ``algorithm`` key) and the sampler for one run."""
 
     def __init__(self, config: Config, sampler, device: torch.device) -> None:
         """``sampler`` may be None until the first iteration (the trainer is built, and checked, before it)."""
@@ -108,15 +74,7 @@ class MetaRLTrainer:
         self.task_distribution = self.env.unwrapped
         self.horizon = int(self.task_distribution.horizon)
         torch.manual_seed(config.seed)
-        policy = make_policy(
-            self.env.observation_space,
-            self.env.action_space,
-            tuple(config.policy.hidden_sizes),
-            config.policy.activation,
-            config.policy.init_std,
-            config.policy.action_scale,
-        )
-        self.algorithm = build_algorithm(policy.to(device), config)
+        self.algorithm: MetaAlgorithm = build_algorithm(config, self.env, device)
         self.env_steps = 0
         self.completed = 0  # iterations done (by a run this one continues)
 
@@ -128,40 +86,12 @@ class MetaRLTrainer:
         """One meta-iteration; returns the row for ``progress.csv``."""
         cfg = self.config
         rng = np.random.default_rng(derived_seed(cfg.seed, iteration, 0))
-        tasks = self.task_distribution.sample_tasks(cfg.maml.meta_batch_size, rng, split="train")
-        episodes = cfg.maml.episodes_per_task
-
-        start = time.perf_counter()
-        params = {k: v.detach() for k, v in policy_params(self.policy).items()}
-        support = self.sampler.sample(self.policy, params, tasks, episodes, seed=derived_seed(cfg.seed, iteration, 1))
-        time_sampling = time.perf_counter() - start
-
-        start = time.perf_counter()
-        support_t = support.to_torch(self.device)
-        adapted = self.algorithm.adapt(support_t)
-        time_update = time.perf_counter() - start
-
-        start = time.perf_counter()
-        query = self.sampler.sample(self.policy, adapted, tasks, episodes, seed=derived_seed(cfg.seed, iteration, 2))
-        time_sampling += time.perf_counter() - start
-
-        start = time.perf_counter()
-        metrics = self.algorithm.meta_update(support_t, query.to_torch(self.device))
-        time_update += time.perf_counter() - start
-
-        self.env_steps += support.num_steps + query.num_steps
-        row = {
-            "iteration": iteration + 1,
-            "env_steps": self.env_steps,
-            "return_pre": float(support.returns.mean()),
-            "return_post": float(query.returns.mean()),
-            "kl": float(metrics.get("kl", float("nan"))),
-            "surrogate_improvement": float(metrics.get("surrogate_improvement", float("nan"))),
-            "time_sampling_s": time_sampling,
-            "time_update_s": time_update,
-        }
-        row.update({k: float(v) for k, v in metrics.items() if k not in row and isinstance(v, (int, float, bool))})
-        return row
+        tasks = self.task_distribution.sample_tasks(self.algorithm.tasks_per_iteration, rng, split="train")
+        result = self.algorithm.collect_and_update(
+            self.sampler, tasks, lambda phase: derived_seed(cfg.seed, iteration, phase)
+        )
+        self.env_steps += result.env_steps
+        return {"iteration": iteration + 1, "env_steps": self.env_steps, **result.metrics}
 
     def state_dict(self, iteration: int) -> dict:
         return {

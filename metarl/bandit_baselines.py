@@ -1,0 +1,50 @@
+"""Classic Bernoulli-bandit strategies as reference points for trial-based meta-learners (RL^2's table 1).
+
+Each plays ``trials`` trials of ``pulls`` pulls on every task (``{"means": [p_1, ..., p_K]}``), rewards drawn as
+Bernoulli(p_arm) from a generator seeded per task, and returns the mean reward of each pull ``[tasks, pulls]``:
+
+- ``ucb1`` (Auer et al. 2002): every arm once, then ``argmax mean + sqrt(2 ln t / n)``;
+- ``thompson``: Beta(1, 1) prior per arm, pull the arm of the largest posterior sample;
+- ``best_arm``: always the best arm (it knows the means): the upper reference.
+
+Ties break to the lowest arm index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STRATEGIES = ("ucb1", "thompson", "best_arm")
+
+
+def _choose(strategy: str, successes: np.ndarray, pulls: np.ndarray, t: int, means: np.ndarray, rng) -> np.ndarray:
+    """The arm of each trial ``[trials]`` at pull ``t`` (0-based) from per-arm counts ``[trials, K]``."""
+    if strategy == "best_arm":
+        return np.full(successes.shape[0], int(np.argmax(means)))
+    if strategy == "thompson":
+        return np.argmax(rng.beta(successes + 1.0, pulls - successes + 1.0), axis=1)
+    untried = pulls == 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = successes / pulls + np.sqrt(2.0 * np.log(max(t, 1)) / pulls)
+    score = np.where(untried, np.inf, score)
+    return np.argmax(score, axis=1)
+
+
+def bandit_returns(strategy: str, tasks: list[dict], pulls: int, trials: int, seeds: list[int]) -> np.ndarray:
+    """Mean reward of each pull of a trial, per task: ``[tasks, pulls]`` (``seeds``: one per task)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown bandit strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    out = np.zeros((len(tasks), pulls))
+    for i, (task, seed) in enumerate(zip(tasks, seeds, strict=True)):
+        means = np.asarray(task["means"], dtype=np.float64)
+        rng = np.random.default_rng(seed)
+        successes = np.zeros((trials, means.size))
+        counts = np.zeros((trials, means.size))
+        rows = np.arange(trials)
+        for t in range(pulls):
+            arm = _choose(strategy, successes, counts, t, means, rng)
+            reward = (rng.random(trials) < means[arm]).astype(np.float64)
+            successes[rows, arm] += reward
+            counts[rows, arm] += 1.0
+            out[i, t] = reward.mean()
+    return out

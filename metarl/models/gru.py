@@ -1,0 +1,151 @@
+"""The RL^2 agent (Duan et al. 2016): a GRU over a trial, with a categorical or Gaussian action head and a value head.
+
+It is a *stateful* policy in the sampler's sense (:mod:`metarl.recurrent` states the input convention): at every
+step it reads ``concat(obs, prev_action, prev_reward, prev_done)`` (the previous action one-hot when discrete, zeros
+/ no action at the first step of a trial) and its hidden state, which the sampler carries across the episode
+boundaries of a trial and resets between trials. :meth:`RL2Agent.unroll` recomputes a whole batch of trials from the
+initial state with exactly that convention, so the log-probabilities a learner recomputes are the sampler's.
+
+The GRU cell is written out (PyTorch's gate equations), as in :class:`metarl.recurrent.GRUCategoricalPolicy`; the
+input projection of a whole trial is one matmul in :meth:`unroll`, only the recurrence loops over steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from metarl.policies import CategoricalMLPPolicy, Dist, GaussianMLPPolicy
+from metarl.recurrent import NO_ACTION
+
+
+class RL2Agent(nn.Module):
+    """GRU trial agent: ``forward(obs, prev_action, prev_reward, prev_done, state) -> (dist, new_state)``."""
+
+    is_stateful = True
+
+    def __init__(
+        self, obs_dim: int, action_dim: int, discrete: bool, hidden_size: int = 256, init_std: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.action_dim, self.discrete, self.hidden_size = obs_dim, action_dim, discrete, hidden_size
+        self.input_gates = nn.Linear(obs_dim + action_dim + 2, 3 * hidden_size)
+        self.hidden_gates = nn.Linear(hidden_size, 3 * hidden_size)
+        if discrete:
+            self.logits = nn.Linear(hidden_size, action_dim)
+        else:
+            self.mean = nn.Linear(hidden_size, action_dim)
+            self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
+        self.value = nn.Linear(hidden_size, 1)
+
+    # -- the recurrent core ------------------------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> Tensor:
+        """Zeros ``[batch_size, hidden_size]``: the state at the start of every trial."""
+        return torch.zeros(batch_size, self.hidden_size, device=self.value.weight.device)
+
+    def features(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor) -> Tensor:
+        """The GRU input ``[..., obs_dim + action_dim + 2]``; a discrete ``prev_action`` of -1: all-zero one-hot."""
+        if self.discrete:
+            arms = torch.arange(self.action_dim, device=obs.device)
+            action = (prev_action.long().unsqueeze(-1) == arms).to(obs.dtype)
+        else:
+            action = prev_action.to(obs.dtype)
+        return torch.cat([obs, action, prev_reward.unsqueeze(-1).to(obs.dtype), prev_done.unsqueeze(-1)], dim=-1)
+
+    def _gru(self, x_gates: Tensor, state: Tensor) -> Tensor:
+        x_r, x_z, x_n = x_gates.chunk(3, dim=-1)
+        h_r, h_z, h_n = self.hidden_gates(state).chunk(3, dim=-1)
+        reset = torch.sigmoid(x_r + h_r)
+        update = torch.sigmoid(x_z + h_z)
+        candidate = torch.tanh(x_n + reset * h_n)
+        return (1.0 - update) * candidate + update * state
+
+    def head(self, hidden: Tensor) -> Dist:
+        """Action distribution parameters from hidden states ``[..., H]``."""
+        if self.discrete:
+            return (self.logits(hidden),)
+        mean = self.mean(hidden)
+        return mean, self.log_std.expand_as(mean)
+
+    def value_of(self, hidden: Tensor) -> Tensor:
+        """State values ``[...]`` from hidden states ``[..., H]``."""
+        return self.value(hidden).squeeze(-1)
+
+    def forward(
+        self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor, state: Tensor
+    ) -> tuple[Dist, Tensor]:
+        """One step for a batch of lanes (the sampler's call)."""
+        x = self.input_gates(self.features(obs, prev_action, prev_reward, prev_done.to(obs.dtype)))
+        new_state = self._gru(x, state)
+        return self.head(new_state), new_state
+
+    def unroll(
+        self, obs: Tensor, actions: Tensor, rewards: Tensor, mask: Tensor, state: Tensor | None = None
+    ) -> tuple[Dist, Tensor, Tensor]:
+        """Recompute whole trials: ``obs [L, K, T, d]``, ``actions [L, K, T(, A)]``, ``rewards`` / ``mask [L, K, T]``
+        for ``L`` trials of ``K`` episodes -> distributions and values per step (``[L, K, T, ...]``) and the final
+        state. Steps after an early termination (mask 0) leave the state and the inputs unchanged."""
+        lanes, k, horizon = rewards.shape
+        steps = k * horizon
+        flat = (lanes, steps)
+        obs, rewards, mask = obs.float().reshape(*flat, -1), rewards.float().reshape(flat), mask.float().reshape(flat)
+        actions = actions.reshape(*flat, *actions.shape[3:])
+        # A step ended its episode when the next step of the episode did not happen, or it was the horizon's last.
+        ended = torch.ones_like(mask.reshape(lanes, k, horizon), dtype=torch.bool)
+        ended[..., :-1] = mask.reshape(lanes, k, horizon)[..., 1:] == 0
+        ended = ended.reshape(flat).to(obs.dtype)
+
+        if self.discrete:
+            prev_a = torch.full((lanes,), NO_ACTION, dtype=torch.long, device=obs.device)
+        else:
+            prev_a = torch.zeros(lanes, self.action_dim, device=obs.device)
+        prev_r, prev_d = torch.zeros(lanes, device=obs.device), torch.zeros(lanes, device=obs.device)
+        inputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        active = mask > 0
+        for s in range(steps):  # the inputs of step s: the last real step before it (cheap tensor ops only)
+            inputs.append((prev_a, prev_r, prev_d))
+            a = active[:, s]
+            taken = actions[:, s].long() if self.discrete else actions[:, s].float()
+            prev_a = torch.where(a.view(-1, *([1] * (taken.dim() - 1))), taken, prev_a)
+            prev_r = torch.where(a, rewards[:, s], prev_r)
+            prev_d = torch.where(a, ended[:, s], prev_d)
+        pa, pr, pd = (torch.stack(x, dim=1) for x in zip(*inputs, strict=True))
+        x_gates = self.input_gates(self.features(obs, pa, pr, pd))
+
+        h = self.initial_state(lanes) if state is None else state
+        hidden = []
+        for s in range(steps):
+            new = self._gru(x_gates[:, s], h)
+            hidden.append(new)
+            h = torch.where(active[:, s].unsqueeze(-1), new, h)
+        stacked = torch.stack(hidden, dim=1)
+        dist = tuple(x.reshape(lanes, k, horizon, *x.shape[2:]) for x in self.head(stacked))
+        return dist, self.value_of(stacked).reshape(lanes, k, horizon), h
+
+    # -- the distribution API the sampler and learners use ------------------------------------------------------
+    def _family(self) -> type:
+        return CategoricalMLPPolicy if self.discrete else GaussianMLPPolicy
+
+    def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Uniform noise per step (discrete: inverse CDF) or standard normal ``shape + (action_dim,)``."""
+        if self.discrete:
+            return rng.random(shape).astype(np.float32)
+        return rng.standard_normal(shape + (self.action_dim,)).astype(np.float32)
+
+    def sample(self, dist: Dist, noise: Tensor) -> Tensor:
+        return self._family().sample(dist, noise)
+
+    def mode(self, dist: Dist) -> Tensor:
+        return self._family().mode(dist)
+
+    def log_prob(self, dist: Dist, actions: Tensor) -> Tensor:
+        return self._family().log_prob(dist, actions)
+
+    def kl(self, old: Dist, new: Dist) -> Tensor:
+        return self._family().kl(old, new)
+
+    def entropy(self, dist: Dist) -> Tensor:
+        return self._family().entropy(dist)
