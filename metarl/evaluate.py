@@ -264,15 +264,9 @@ def evaluate_run(
         seeds = np.array([[derived_eval_seed(seed, ORACLE, i, j) for j in range(episodes)] for i in range(tasks)])
         returns = oracle_returns(policy, config, held_out, episodes, seeds)[:, None]
     else:
-        from .sampling import make_sampler
+        from .sampling import configured_sampler
 
-        with make_sampler(
-            config.env.id,
-            config.env.kwargs,
-            backend=backend or config.sampler.backend,
-            num_workers=workers or config.sampler.num_workers,
-            ray_address=ray_address or config.sampler.ray_address,
-        ) as sampler:
+        with configured_sampler(config, backend, workers, ray_address) as sampler:
             returns = adaptation_returns(algorithm, sampler, held_out, episodes, sizes, seed)
 
     entry.update(step_sizes=sizes, csv=csv_name(method), steps=summarize(returns))

@@ -90,15 +90,9 @@ def evaluate_trial_run(
     held_out = held_out_tasks(config, tasks, seed)
 
     if algorithm is not None:
-        from .sampling import make_sampler
+        from .sampling import configured_sampler
 
-        with make_sampler(
-            config.env.id,
-            config.env.kwargs,
-            backend=backend or config.sampler.backend,
-            num_workers=workers or config.sampler.num_workers,
-            ray_address=ray_address or config.sampler.ray_address,
-        ) as sampler:
+        with configured_sampler(config, backend, workers, ray_address) as sampler:
             returns = algorithm.evaluation_returns(sampler, held_out, trials, derived_eval_seed(seed, SAMPLE))
     elif method in MDP_STRATEGIES:
         from .train import make_env

@@ -23,7 +23,7 @@ from .config import Config, ConfigError, config_to_dict, load_config
 from .progress import progress_bar
 from .resume import ResumePlan, explain_load_failure, plan_resume, record_resume
 from .run_dir import ProgressLog, TensorBoardLog, default_run_dir, new_run_folder
-from .sampling import make_sampler
+from .sampling import configured_sampler
 from .stopping import StopOnSignal
 
 TASK_DISTRIBUTION_METHODS = ("sample_tasks", "set_task")
@@ -226,13 +226,7 @@ def _train_meta_rl(config: Config, target: Path, device: torch.device, plan: Res
     if plan is not None:
         with _explained(plan):
             trainer.load_state_dict(plan.state)
-    sampler = make_sampler(
-        config.env.id,
-        config.env.kwargs,
-        backend=config.sampler.backend,
-        num_workers=config.sampler.num_workers,
-        ray_address=config.sampler.ray_address,
-    )
+    sampler = configured_sampler(config)
     with sampler, _run_folder(target, config, plan):
         train(config, target, sampler, device, plan.state if plan else None, progress, trainer=trainer)
 

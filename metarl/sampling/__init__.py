@@ -9,12 +9,15 @@ are described in :mod:`metarl.sampling.rollout`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from metarl.sampling.base import Sampler, SamplerError
 from metarl.sampling.local import LocalSampler
 
-__all__ = ["LocalSampler", "RaySampler", "Sampler", "SamplerError", "make_sampler"]
+if TYPE_CHECKING:
+    from metarl.config import Config
+
+__all__ = ["LocalSampler", "RaySampler", "Sampler", "SamplerError", "configured_sampler", "make_sampler"]
 
 
 def make_sampler(
@@ -35,6 +38,20 @@ def make_sampler(
 
         return RaySampler(env_id, env_kwargs, num_workers, ray_address, tasks_per_chunk, connect_timeout_s)
     raise ValueError(f"backend must be 'ray' or 'local', got {backend!r}")
+
+
+def configured_sampler(
+    config: Config, backend: str | None = None, num_workers: int | None = None, ray_address: str | None = None
+) -> Sampler:
+    """The sampler an experiment's ``env`` and ``sampler`` sections describe; given arguments override the config's
+    (``metarl evaluate --backend/--workers/--ray-address``)."""
+    return make_sampler(
+        config.env.id,
+        config.env.kwargs,
+        backend=backend or config.sampler.backend,
+        num_workers=num_workers or config.sampler.num_workers,
+        ray_address=ray_address or config.sampler.ray_address,
+    )
 
 
 def __getattr__(name: str) -> Any:
