@@ -127,7 +127,8 @@ class FewShotConfig:
     Model: ``hidden`` units/filters (None: the paper's 40 for the sinusoid MLP, 64 for Conv4), Conv4's
     ``downsample`` and ``feature_map`` (``mean`` or ``flatten`` the final map before the head; None: flatten after
     max-pooling, mean after strided convs as in MAML's code; Reptile's code flattens). ``vectorize``: batch tasks
-    with ``torch.func.vmap`` (see ``benchmarks/fewshot.py``).
+    with ``torch.func.vmap`` (see ``benchmarks/fewshot.py``). ``pair_same_fraction``: the share of *same* pairs
+    among the Siamese network's training pairs (Koch et al.: balanced, 0.5); ``hidden`` is its embedding width there.
     Data: ``data_dir`` (Omniglot zips or folders; relative paths are relative to the working directory),
     ``download``, ``val_alphabets`` held out of the background set for validation.
     """
@@ -153,6 +154,7 @@ class FewShotConfig:
     reptile_outer_lr: float = field(default=1.0, metadata=_range(0))
     reptile_outer_lr_final: float = field(default=0.0, metadata=_range(0))
     matching_scale: float = field(default=1.0, **_positive())
+    pair_same_fraction: float = field(default=0.5, metadata=_range(0, 1, low_open=True, high_open=True))
     hidden: int | None = field(default=None, metadata=_range(1))
     downsample: Literal["maxpool", "stride"] = "maxpool"
     feature_map: Literal["mean", "flatten"] | None = None
@@ -186,7 +188,17 @@ class RL2Config:
     max_grad_norm: float = field(default=1.0, **_positive())
 
 
-FEWSHOT_ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet")
+FEWSHOT_ALGORITHMS = (
+    "maml",
+    "fomaml",
+    "reptile",
+    "metasgd",
+    "anil",
+    "protonet",
+    "matchingnet",
+    "relationnet",
+    "siamese",
+)
 META_RL_ALGORITHMS = ("maml_trpo", "rl2")
 
 
@@ -204,7 +216,17 @@ class Config:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = field(default=1, metadata=_range(1))
     algorithm: Literal[
-        "maml_trpo", "rl2", "maml", "fomaml", "reptile", "metasgd", "anil", "protonet", "matchingnet"
+        "maml_trpo",
+        "rl2",
+        "maml",
+        "fomaml",
+        "reptile",
+        "metasgd",
+        "anil",
+        "protonet",
+        "matchingnet",
+        "relationnet",
+        "siamese",
     ] = "maml_trpo"
     env: EnvConfig = field(default_factory=EnvConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)

@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..eval_results import CI_METHOD, read_summary, summarize, summary_json, write_atomic
 from ..run_dir import read_progress, read_run_config
 from .methods import Method, build_method
-from .problem import FewShotProblem, build_problem
+from .problem import CLASSIFIERS_ONLY, FewShotProblem, build_problem
 from .tasks import FewShotBatch
 from .train import restore
 
@@ -123,7 +123,7 @@ def evaluate_fewshot(
         "split": "test",
         "checkpoint": str(path.relative_to(run) if path.is_relative_to(run) else path),
         "iteration": iteration,
-        "inner_lr": None if config.algorithm in ("protonet", "matchingnet", "metasgd") else fs.inner_lr,
+        "inner_lr": None if config.algorithm in (*CLASSIFIERS_ONLY, "metasgd") else fs.inner_lr,
         "csv": CSV_NAME,
         "steps": summarize(values),
     }

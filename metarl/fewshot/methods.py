@@ -1,4 +1,4 @@
-"""The seven few-shot methods as configurations of one learner (or, for the metric baselines, of none).
+"""The few-shot methods: configurations of one learner (or, for the metric and comparison methods, of none).
 
 - ``maml`` / ``fomaml`` / ``metasgd`` / ``anil``: :class:`GradientMethod`, the shared
   :class:`metarl.learners.GradientLearner` (second order; ``first_order``; learned per-parameter step sizes;
@@ -6,6 +6,7 @@
 - ``reptile``: :class:`ReptileMethod`, the same learner's first-order ``adapt`` over mini-batches of the support set,
   then :func:`metarl.learners.reptile_update` with a linearly annealed outer step size (Nichol et al. 2018).
 - ``protonet`` / ``matchingnet``: :class:`MetricMethod`, Adam on the episode loss of :mod:`metarl.fewshot.metric`.
+- ``relationnet`` / ``siamese``: :mod:`metarl.fewshot.comparison_methods` (learned comparison; Siamese on pairs).
 
 Every method has the same surface for the training loop and the evaluation: ``train_step(batch, iteration)`` (one
 meta-iteration, returns ``{"loss", "metric", "lr"}``), ``adaptation_curve(batch, steps)`` (per-task metric after
@@ -24,9 +25,10 @@ from torch.func import functional_call
 
 from ..config import Config
 from ..learners import GradientLearner, InnerState, map_tasks, reptile_update
+from .comparison_methods import ComparisonMethod, build_comparison_method
 from .metric import episode_logits
 from .models import classification_loss, regression_loss
-from .problem import METRIC_ALGORITHMS, FewShotProblem
+from .problem import COMPARISON_ALGORITHMS, METRIC_ALGORITHMS, FewShotProblem
 from .tasks import FewShotBatch
 
 EVAL_CHUNK = 50
@@ -279,7 +281,7 @@ class MetricMethod:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-Method = GradientMethod | ReptileMethod | MetricMethod
+Method = GradientMethod | ReptileMethod | MetricMethod | ComparisonMethod
 
 
 def build_method(
@@ -288,6 +290,8 @@ def build_method(
     """The method of ``config.algorithm`` with a freshly initialised model (seed torch first for a fixed init)."""
     if config.algorithm in METRIC_ALGORITHMS:
         return MetricMethod(config, problem, device, dtype)
+    if config.algorithm in COMPARISON_ALGORITHMS:
+        return build_comparison_method(config, problem, device, dtype)
     if config.algorithm == "reptile":
         return ReptileMethod(config, problem, device, dtype)
     return GradientMethod(config, problem, device, dtype)

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import Config, ConfigError
+from .comparison import RelationNet, SiameseNet
 from .models import Conv4, SinusoidMLP
 from .omniglot import DataError, Omniglot, OmniglotTasks, user_cache_dir
+from .pairs import PairBatch, PairSource
 from .sinusoid import SinusoidTasks
 from .tasks import FewShotBatch, fixed_task_rng
 
@@ -32,6 +34,9 @@ GRADIENT_ALGORITHMS = ("maml", "fomaml", "metasgd", "anil")
 """Algorithms that are configurations of the shared ``GradientLearner`` with an Adam outer step."""
 METRIC_ALGORITHMS = ("protonet", "matchingnet")
 """Metric baselines: no inner loop, Adam on the episode loss."""
+COMPARISON_ALGORITHMS = ("relationnet", "siamese")
+"""Learned comparison (:mod:`metarl.fewshot.comparison`): no inner loop; the Siamese network trains on pairs."""
+CLASSIFIERS_ONLY = (*METRIC_ALGORITHMS, *COMPARISON_ALGORITHMS)
 
 Score = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 """``(predictions, targets) -> (loss, metric)``: the differentiable loss and the reported metric (0-d tensors)."""
@@ -83,7 +88,7 @@ class OmniglotSource:
         return self.tasks.fixed(n, seed)
 
 
-TaskSource = SinusoidSource | OmniglotSource
+TaskSource = SinusoidSource | OmniglotSource | PairSource
 
 
 @dataclass
@@ -100,14 +105,14 @@ class FewShotProblem:
     n_way: int | None  # test-time ways (None for regression)
     train_ways: int | None
 
-    def train_batch(self, seed: int, iteration: int, size: int) -> FewShotBatch:
-        """The tasks of training iteration ``iteration``: a function of ``(seed, iteration)`` only."""
+    def train_batch(self, seed: int, iteration: int, size: int) -> FewShotBatch | PairBatch:
+        """The tasks (Siamese: pairs) of training iteration ``iteration``: a function of ``(seed, iteration)`` only."""
         return self.train.sample(size, fixed_task_rng(seed, "train", iteration))
 
 
 def _check_keys(config: Config) -> None:
     fs, algorithm = config.fewshot, config.algorithm
-    if algorithm in METRIC_ALGORITHMS and fs.problem != "omniglot":
+    if algorithm in CLASSIFIERS_ONLY and fs.problem != "omniglot":
         raise ConfigError(f"config key 'fewshot.problem': {algorithm} is a classification method; use omniglot")
     if fs.train_ways is not None and algorithm not in METRIC_ALGORITHMS:
         raise ConfigError(
@@ -118,8 +123,10 @@ def _check_keys(config: Config) -> None:
         raise ConfigError("config key 'fewshot.inner_batch_size': mini-batched inner steps are Reptile's; drop it")
     if fs.inner_lr_high is not None and (algorithm != "metasgd" or fs.inner_lr_high < fs.inner_lr):
         raise ConfigError("config key 'fewshot.inner_lr_high': Meta-SGD only, and it must be >= fewshot.inner_lr")
-    if fs.inner_rule != "sgd" and algorithm in ("metasgd", *METRIC_ALGORITHMS):
+    if fs.inner_rule != "sgd" and algorithm in ("metasgd", *CLASSIFIERS_ONLY):
         raise ConfigError(f"config key 'fewshot.inner_rule': {algorithm} takes plain gradient steps (or none); use sgd")
+    if fs.pair_same_fraction != 0.5 and algorithm != "siamese":
+        raise ConfigError("config key 'fewshot.pair_same_fraction': only the Siamese network trains on pairs; drop it")
     if fs.inner_adam_state != "task" and (algorithm != "reptile" or fs.inner_rule != "adam"):
         raise ConfigError(
             "config key 'fewshot.inner_adam_state': carrying the inner Adam state across tasks is for Reptile with "
@@ -172,11 +179,11 @@ def build_problem(config: Config) -> FewShotProblem:
         )
     data = load_omniglot(config)
     train_ways = fs.train_ways or fs.n_way
-    train = OmniglotSource(_omniglot_tasks(data, "train", train_ways, shots, fs.k_query))
+    train: TaskSource = OmniglotSource(_omniglot_tasks(data, "train", train_ways, shots, fs.k_query))
+    if config.algorithm == "siamese":  # verification pairs of the training alphabets, not episodes
+        train = PairSource(data.split("train"), fs.pair_same_fraction)
     test = OmniglotSource(_omniglot_tasks(data, "test", fs.n_way, fs.k_shot, fs.k_query))
     val = OmniglotSource(_omniglot_tasks(data, "val", fs.n_way, fs.k_shot, fs.k_query)) if fs.val_alphabets else None
-    head = None if config.algorithm in METRIC_ALGORITHMS else fs.n_way
-    hidden, downsample, feature_map = fs.hidden or 64, fs.downsample, fs.feature_map
     return FewShotProblem(
         name=f"omniglot-{fs.n_way}way-{fs.k_shot}shot",
         metric="accuracy",
@@ -184,10 +191,23 @@ def build_problem(config: Config) -> FewShotProblem:
         val=val,
         test=test,
         score=classification_score,
-        make_model=lambda: Conv4(n_way=head, hidden=hidden, downsample=downsample, feature_map=feature_map),
+        make_model=_omniglot_model(config),
         n_way=fs.n_way,
         train_ways=train_ways,
     )
+
+
+def _omniglot_model(config: Config) -> Callable[[], nn.Module]:
+    """The model factory of an Omniglot run: Conv4 (with an ``n_way`` head unless a metric baseline), or the
+    relation / Siamese network of :mod:`metarl.fewshot.comparison`."""
+    fs, algorithm = config.fewshot, config.algorithm
+    if algorithm == "relationnet":
+        return lambda: RelationNet(hidden=fs.hidden or 64)
+    if algorithm == "siamese":
+        return lambda: SiameseNet(embed_dim=fs.hidden or 4096)
+    head = None if algorithm in METRIC_ALGORITHMS else fs.n_way
+    hidden, downsample, feature_map = fs.hidden or 64, fs.downsample, fs.feature_map
+    return lambda: Conv4(n_way=head, hidden=hidden, downsample=downsample, feature_map=feature_map)
 
 
 def per_task_metric(score: Score, pred: Tensor, target: Tensor) -> float:
