@@ -215,19 +215,7 @@ class Config:
     iterations: int = field(default=500, metadata=_range(1))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = field(default=1, metadata=_range(1))
-    algorithm: Literal[
-        "maml_trpo",
-        "rl2",
-        "maml",
-        "fomaml",
-        "reptile",
-        "metasgd",
-        "anil",
-        "protonet",
-        "matchingnet",
-        "relationnet",
-        "siamese",
-    ] = "maml_trpo"
+    algorithm: Literal[META_RL_ALGORITHMS + FEWSHOT_ALGORITHMS] = "maml_trpo"  # Literal of the tuple's names
     env: EnvConfig = field(default_factory=EnvConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)

@@ -21,7 +21,7 @@ from typing import Any
 
 import ray
 import torch
-from test_sampling import kill_busy_worker
+from ray_faults import kill_busy_worker
 from test_train import NAV, TINY, _tensors, read_rows
 
 from metarl.checkpoint import latest_checkpoint, load_checkpoint

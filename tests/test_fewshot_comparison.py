@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import config_from_dict
 from metarl.fewshot import make_synthetic_omniglot
@@ -202,7 +203,7 @@ def test_train_resume_evaluate_and_plot_commands(algorithm, synth, tmp_path, cap
     assert main(["train", str(file), "--run-dir", str(resumed), "--no-progress"]) == 0
     (resumed / "checkpoints" / "iter_000010.pt").unlink()
     assert main(["train", "--resume", str(resumed), "--no-progress"]) == 0
-    a, b = (torch.load(r / "checkpoints" / "iter_000010.pt", weights_only=False) for r in (straight, resumed))
+    a, b = (load_checkpoint(r / "checkpoints" / "iter_000010.pt") for r in (straight, resumed))
     for name, value in a["method"]["model"].items():
         assert torch.equal(value, b["method"]["model"][name]), name
     assert main(["evaluate", str(straight), "--tasks", "12"]) == 0

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from ray_faults import kill_busy_worker
 
 import metarl  # noqa: F401  (registers the envs)
 from metarl.episodes import EpisodeBatch
@@ -25,7 +26,7 @@ from metarl.policies import GaussianMLPPolicy, policy_params
 from metarl.recurrent import GRUCategoricalPolicy, replay
 from metarl.sampling import LocalSampler, SamplerError, make_sampler
 from metarl.sampling.lanes import HalfCheetahLanes, make_lanes
-from metarl.sampling.ray_sampler import RaySampler, probe_ray_address
+from metarl.sampling.ray_sampler import probe_ray_address
 from metarl.sampling.rollout import Chunk, ParamSet, RolloutSpec, rollout_chunk
 
 NAV = "metarl/Navigation2D-v0"
@@ -61,27 +62,6 @@ def perturbed(policy: torch.nn.Module, seed: int, scale: float = 0.3) -> dict[st
 def assert_equal(a: EpisodeBatch, b: EpisodeBatch) -> None:
     assert a.observations.shape == b.observations.shape
     assert a.equals(b), "batches differ"
-
-
-def kill_busy_worker(sampler: RaySampler) -> bool:
-    """``ray.kill`` the actor of one of the sampler's in-flight chunks (as a crash would); False if none is in flight.
-
-    Safe to call from another thread while the sampler samples (its in-flight map may change while we read it).
-    """
-    import ray
-
-    for _ in range(100):
-        try:
-            busy = [actor for _, _, actor in list(sampler._in_flight.values())]
-            break
-        except RuntimeError:  # dictionary changed size during iteration
-            continue
-    else:
-        return False
-    if not busy:
-        return False
-    ray.kill(busy[0])
-    return True
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------

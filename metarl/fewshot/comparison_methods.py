@@ -13,7 +13,7 @@ Like the metric baselines, nothing adapts at test time: ``adaptation_curve`` giv
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..config import Config
 from .comparison import RelationNet, SiameseNet, one_hot
+from .episodic import AdamTrainedMethod
 from .pairs import PairBatch
 from .problem import FewShotProblem
 from .tasks import FewShotBatch
@@ -32,37 +33,18 @@ RELATION_CLIP = 0.5
 """Gradient-norm clip per module in the relation network's code (``clip_grad_norm_(..., 0.5)``)."""
 
 
-class ComparisonMethod:
-    """What both methods share: the model, Adam with the suite's step decay, scoring of test episodes, state."""
+class ComparisonMethod(AdamTrainedMethod, ABC):
+    """What both methods share besides the model and Adam: the episode loop, scoring of test episodes."""
 
     model: RelationNet | SiameseNet
 
-    def __init__(
-        self, config: Config, problem: FewShotProblem, device: torch.device, dtype: torch.dtype = torch.float32
-    ) -> None:
-        self.config, self.problem = config, problem
-        self.model = problem.make_model().to(device=device, dtype=dtype)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.fewshot.outer_lr)
-
-    def current_lr(self, iteration: int) -> float:
-        """``outer_lr * outer_lr_decay ** (iteration // outer_lr_decay_every)`` (constant when that is 0)."""
-        fs = self.config.fewshot
-        every = fs.outer_lr_decay_every
-        return fs.outer_lr * fs.outer_lr_decay ** (iteration // every) if every > 0 else fs.outer_lr
-
-    def _set_lr(self, iteration: int) -> float:
-        lr = self.current_lr(iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
+    @abstractmethod
     def class_scores(self, episode: Episode, n_way: int) -> Tensor:
         """``[Q, n_way]`` scores of one episode (higher = more likely); the prediction is their argmax."""
-        raise NotImplementedError
 
+    @abstractmethod
     def episode_loss(self, scores: Tensor, query_y: Tensor, n_way: int) -> Tensor:
         """The method's loss on one episode's class scores."""
-        raise NotImplementedError
 
     def _episodes(self, batch: FewShotBatch, n_way: int) -> tuple[Tensor, Tensor]:
         """Mean loss and accuracy over the batch's episodes (one forward per episode: batch norm stays per task)."""
@@ -90,16 +72,6 @@ class ComparisonMethod:
                 out[i, 0] = float((scores.argmax(-1) == episode[3]).float().mean())
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": {n: p.detach().clone() for n, p in self.model.named_parameters()},
-            "optimizer": self.optimizer.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
 
 class RelationMethod(ComparisonMethod):
     """Sung et al. 2018: relation scores in [0, 1], MSE to the one-hot labels, Adam (see the module docstring)."""
@@ -114,7 +86,7 @@ class RelationMethod(ComparisonMethod):
         return F.mse_loss(scores, one_hot(query_y, n_way, scores.dtype))
 
     def train_step(self, batch: FewShotBatch, iteration: int) -> dict[str, float]:
-        lr = self._set_lr(iteration)
+        lr = self.set_lr(iteration)
         loss, acc = self._episodes(batch, self.problem.train_ways)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -143,7 +115,7 @@ class SiameseMethod(ComparisonMethod):
         """One Adam step on the verification loss of ``batch``; the metric is the pairs' verification accuracy."""
         if not isinstance(batch, PairBatch):
             raise TypeError(f"the Siamese network trains on PairBatch pairs, got {type(batch).__name__}")
-        lr = self._set_lr(iteration)
+        lr = self.set_lr(iteration)
         logits = self.model(batch.x1, batch.x2)
         loss = F.binary_cross_entropy_with_logits(logits, batch.same)
         self.optimizer.zero_grad(set_to_none=True)

@@ -26,6 +26,7 @@ from torch.func import functional_call
 from ..config import Config
 from ..learners import GradientLearner, InnerState, map_tasks, reptile_update
 from .comparison_methods import ComparisonMethod, build_comparison_method
+from .episodic import AdamTrainedMethod, step_lr
 from .metric import episode_logits
 from .models import classification_loss, regression_loss
 from .problem import COMPARISON_ALGORITHMS, METRIC_ALGORITHMS, FewShotProblem
@@ -33,12 +34,6 @@ from .tasks import FewShotBatch
 
 EVAL_CHUNK = 50
 """Tasks adapted together in ``adaptation_curve`` (bounds memory with ``vmap``)."""
-
-
-def _step_lr(base: float, decay: float, every: int, iteration: int) -> float:
-    """Step decay: ``base * decay ** (iteration // every)`` (constant when ``every`` is 0); a function of the
-    iteration only, so a resumed run follows the same schedule without scheduler state."""
-    return base * decay ** (iteration // every) if every > 0 else base
 
 
 class GradientMethod:
@@ -104,7 +99,7 @@ class GradientMethod:
 
     def current_lr(self, iteration: int) -> float:
         fs = self.config.fewshot
-        return _step_lr(fs.outer_lr, fs.outer_lr_decay, fs.outer_lr_decay_every, iteration)
+        return step_lr(fs.outer_lr, fs.outer_lr_decay, fs.outer_lr_decay_every, iteration)
 
     def train_step(self, batch: FewShotBatch, iteration: int) -> dict[str, float]:
         """One Adam step on the meta-objective of ``batch``."""
@@ -223,21 +218,15 @@ class ReptileMethod(GradientMethod):
         self.inner_state = state.get("inner_state")  # checkpoints written before the carried state existed: None
 
 
-class MetricMethod:
+class MetricMethod(AdamTrainedMethod):
     """Prototypical or matching networks: Adam on the query cross entropy of whole episodes (no inner loop)."""
 
     def __init__(
         self, config: Config, problem: FewShotProblem, device: torch.device, dtype: torch.dtype = torch.float32
     ) -> None:
-        self.config, self.problem = config, problem
+        super().__init__(config, problem, device, dtype)
         self.kind = "proto" if config.algorithm == "protonet" else "matching"
         self.scale = config.fewshot.matching_scale
-        self.model: nn.Module = problem.make_model().to(device=device, dtype=dtype)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.fewshot.outer_lr)
-
-    def current_lr(self, iteration: int) -> float:
-        fs = self.config.fewshot
-        return _step_lr(fs.outer_lr, fs.outer_lr_decay, fs.outer_lr_decay_every, iteration)
 
     def _logits(self, episode: tuple[Tensor, ...], n_way: int) -> tuple[Tensor, Tensor]:
         params = dict(self.model.named_parameters())
@@ -245,9 +234,7 @@ class MetricMethod:
         return logits.reshape(-1, n_way), labels.reshape(-1)
 
     def train_step(self, batch: FewShotBatch, iteration: int) -> dict[str, float]:
-        lr = self.current_lr(iteration)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.set_lr(iteration)
         logits, labels = self._logits(batch.episode(), self.problem.train_ways)
         loss, metric = self.problem.score(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -269,16 +256,6 @@ class MetricMethod:
                 logits, labels = self._logits(batch.episode(i), self.problem.n_way)
                 out[i, 0] = float(self.problem.score(logits, labels)[1])
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": {n: p.detach().clone() for n, p in self.model.named_parameters()},
-            "optimizer": self.optimizer.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 Method = GradientMethod | ReptileMethod | MetricMethod | ComparisonMethod
