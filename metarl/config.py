@@ -188,6 +188,18 @@ class RL2Config:
     max_grad_norm: float = field(default=1.0, **_positive())
 
 
+@dataclass
+class ReptileConfig:
+    """Reptile as a meta-RL learner (:mod:`metarl.algorithms.reptile`): ``inner_steps`` policy-gradient steps per task,
+    each on fresh episodes (tasks, episodes and the inner step size come from the ``maml`` section, whose
+    ``num_steps`` must stay 1), then ``theta += eps * mean(phi - theta)`` with ``eps`` annealed linearly from
+    ``outer_lr`` to ``outer_lr_final`` over the run's ``iterations``."""
+
+    inner_steps: int = field(default=3, metadata=_range(1))
+    outer_lr: float = field(default=1.0, metadata=_range(0))
+    outer_lr_final: float = field(default=0.0, metadata=_range(0))
+
+
 FEWSHOT_ALGORITHMS = (
     "maml",
     "fomaml",
@@ -199,12 +211,16 @@ FEWSHOT_ALGORITHMS = (
     "relationnet",
     "siamese",
 )
-META_RL_ALGORITHMS = ("maml_trpo", "rl2")
+META_RL_ALGORITHMS = ("maml_trpo", "rl2", "reptile")  # reptile: meta-RL without a fewshot section
+GRADIENT_ADAPTATION = ("maml_trpo", "reptile")  # meta-RL algorithms that adapt by inner gradient steps
 
 
 @dataclass
 class Config:
     """One experiment. Common keys: seed, iterations, device, threads, env, sampler.
+
+    ``max_env_steps``: meta-RL runs stop after the iteration that reaches this many environment steps, even before
+    ``iterations`` (equal-budget comparisons between algorithms that spend different steps per iteration).
 
     ``threads``: torch intra-op threads of the training process when it runs on the CPU. 1 by default: with two
     threads per process on shared cores throughput collapsed (DESIGN.md). Raise it where the cores are the run's own
@@ -213,9 +229,10 @@ class Config:
 
     seed: int = 0
     iterations: int = field(default=500, metadata=_range(1))
+    max_env_steps: int | None = field(default=None, metadata=_range(1))
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = field(default=1, metadata=_range(1))
-    algorithm: Literal[META_RL_ALGORITHMS + FEWSHOT_ALGORITHMS] = "maml_trpo"  # Literal of the tuple's names
+    algorithm: Literal[tuple(dict.fromkeys(META_RL_ALGORITHMS + FEWSHOT_ALGORITHMS))] = "maml_trpo"  # their names
     env: EnvConfig = field(default_factory=EnvConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -223,6 +240,7 @@ class Config:
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
     rl2: RL2Config = field(default_factory=RL2Config)
+    reptile: ReptileConfig = field(default_factory=ReptileConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     fewshot: FewShotConfig | None = None
 
@@ -347,11 +365,12 @@ def config_from_dict(data: dict, overrides: list[str] | None = None) -> Config:
     for assignment in overrides or []:
         apply_override(data, assignment)
     config = _build(Config, data)
-    if config.algorithm in FEWSHOT_ALGORITHMS and config.fewshot is None:
+    supervised_only = config.algorithm not in META_RL_ALGORITHMS  # reptile is both: the fewshot section decides
+    if supervised_only and config.fewshot is None:
         raise ConfigError(
             f"config key 'fewshot': algorithm '{config.algorithm}' is supervised and needs a fewshot section"
         )
-    if config.algorithm in META_RL_ALGORITHMS and config.fewshot is not None:
+    if config.algorithm not in FEWSHOT_ALGORITHMS and config.fewshot is not None:
         raise ConfigError(f"config key 'fewshot': algorithm '{config.algorithm}' is meta-RL; drop the fewshot section")
     return config
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from .config import Config, ConfigError
+from .config import GRADIENT_ADAPTATION, Config, ConfigError
 from .errors import UserError
 from .eval_results import (
     csv_name,
@@ -213,7 +213,7 @@ def evaluate_run(
     config = read_run_config(run)
     if tasks < 1 or episodes < 1 or (workers is not None and workers < 1):
         raise ConfigError(f"--tasks, --episodes and --workers must be >= 1, got {tasks}, {episodes}, {workers}")
-    if config.algorithm != "maml_trpo":  # trial-based (RL^2): return per episode of a trial, no gradient steps
+    if config.algorithm not in GRADIENT_ADAPTATION:  # trial-based (RL^2): return per episode of a trial, no steps
         from .evaluate_trials import evaluate_trial_run
 
         if steps is not None or step_sizes is not None:

@@ -60,6 +60,17 @@ def _env_id(run: Path) -> str:
         return ""
 
 
+def _trained_label(run: Path) -> str:
+    """The label of a run's own trained method: MAML, first-order MAML or Reptile (all evaluated as ``maml``)."""
+    try:
+        config = read_run_config(run)
+    except ConfigError:
+        return LABELS["maml"]
+    if config.algorithm == "reptile":
+        return f"Reptile (k={config.reptile.inner_steps})"
+    return "FOMAML" if config.maml.first_order else LABELS["maml"]
+
+
 def _title(envs: Sequence[str], what: str) -> str:
     names = sorted({e.split("/")[-1] for e in envs if e})
     return f"{', '.join(names)}: {what}" if names else what
@@ -116,7 +127,7 @@ def plot_adaptation(
             if len(rows) == 1:  # evaluated without adaptation (oracle): a level line across the plot
                 steps, mean, low, high = [0, max_step], mean * 2, low * 2, high * 2
             name = "untrained agent (random init)" if method == "random" and entry.get("axis") else None
-            name = name or LABELS.get(method, method)
+            name = name or (_trained_label(run) if method == "maml" else LABELS.get(method, method))
             label = name if len(loaded) == 1 else f"{run.name}: {name}"
             color = next(colors)
             ax.plot(

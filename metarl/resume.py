@@ -28,7 +28,7 @@ HISTORY = "resumes.yaml"
 # where the shapes agree (HalfCheetahVel and HalfCheetahDir share their spaces).
 FIXED_KEYS = ("algorithm", "env.id", "fewshot.problem")
 # Keys that cannot change a model's parameters, left out when a checkpoint does not load under the new settings.
-RUNTIME_KEYS = ("iterations", "seed", "device", "threads", "sampler.", "logging.", "fewshot.data_dir")
+RUNTIME_KEYS = ("iterations", "max_env_steps", "seed", "device", "threads", "sampler.", "logging.", "fewshot.data_dir")
 HEADER = (
     "# One entry per `metarl train --resume` of this run, appended when it started: the iteration it continued from,\n"
     "# the checkpoint it loaded and the config keys it changed ([old, new]); config.yaml holds the latest settings.\n"
@@ -99,6 +99,12 @@ def plan_resume(run_dir: str | Path, overrides: list[str]) -> ResumePlan:
         raise ConfigError(
             f"run folder '{run_dir}' has completed {plan.iteration} iterations and iterations is {config.iterations}: "
             f"nothing to run (raise it with --set iterations=N)"
+        )
+    spent = int(state.get("env_steps", 0)) if isinstance(state, dict) else 0
+    if config.max_env_steps is not None and spent >= config.max_env_steps:
+        raise ConfigError(
+            f"run folder '{run_dir}' has spent {spent} environment steps and max_env_steps is {config.max_env_steps}: "
+            "nothing to run (raise it with --set max_env_steps=N)"
         )
     return plan
 

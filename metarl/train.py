@@ -148,7 +148,11 @@ def train(
                 rows.append(row)
                 bar.update(row)
                 done = iteration + 1
-                stop.end_of_iteration(done, config.iterations, config.logging.checkpoint_every, save, run_dir)
+                budget_spent = config.max_env_steps is not None and trainer.env_steps >= config.max_env_steps
+                last = done if budget_spent else config.iterations  # the budget ends the run like its last iteration
+                stop.end_of_iteration(done, last, config.logging.checkpoint_every, save, run_dir)
+                if budget_spent:
+                    break
         finally:
             bar.close()
             tensorboard.close()

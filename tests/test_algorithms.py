@@ -16,6 +16,13 @@ CASES = {
         "policy": {"hidden_sizes": [8]},
         "maml": {"meta_batch_size": 2, "episodes_per_task": 2},
     },
+    "reptile": {
+        "algorithm": "reptile",
+        "env": {"id": "metarl/Navigation2D-v0", "kwargs": {"horizon": 4}},
+        "policy": {"hidden_sizes": [8]},
+        "maml": {"meta_batch_size": 2, "episodes_per_task": 2},
+        "reptile": {"inner_steps": 2},
+    },
     "rl2": {
         "algorithm": "rl2",
         "env": {"id": "metarl/Bandit-v0"},
@@ -26,7 +33,7 @@ CASES = {
 
 def test_registry_names_every_meta_rl_algorithm_and_refuses_others():
     assert set(REGISTRY) == set(CASES)
-    with pytest.raises(ConfigError, match="valid: maml_trpo, rl2"):
+    with pytest.raises(ConfigError, match="valid: maml_trpo, rl2, reptile"):
         algorithm_class("snail")
 
 
