@@ -155,10 +155,11 @@ def format_table(summary: Mapping[str, Any]) -> str:
     header = f"{'method':<11} {'step':>4} {'mean':>11} {'std':>10} {'95% CI':>25} {'n':>4}"
     lines = [header, "-" * len(header)]
     for method, entry in summary.get("methods", {}).items():
+        name = entry.get("algorithm", method) if method == "maml" else method  # the run's own: maml_trpo, reptile
         for row in entry["steps"]:
             mean, std, low, high = (_num(row[k]) for k in ("mean", "std", "ci95_low", "ci95_high"))
             ci = f"[{low:.4g}, {high:.4g}]"
-            lines.append(f"{method:<11} {row['step']:>4} {mean:>11.4g} {std:>10.4g} {ci:>25} {row['n']:>4}")
+            lines.append(f"{name:<11} {row['step']:>4} {mean:>11.4g} {std:>10.4g} {ci:>25} {row['n']:>4}")
     return "\n".join(lines)
 
 

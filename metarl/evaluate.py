@@ -244,7 +244,9 @@ def evaluate_run(
         entry.update(checkpoint=str(path.relative_to(run) if path.is_relative_to(run) else path))
         if checkpoint == "best":
             entry.update(checkpoint_rule="best mean training return_post since the previous checkpoint")
-        entry.update(iteration=int(state.get("iteration", -1)))
+        entry.update(iteration=int(state.get("iteration", -1)), algorithm=config.algorithm)
+        if config.algorithm == "maml_trpo":
+            entry.update(first_order=config.maml.first_order)
     elif method == "random":
         torch.manual_seed(derived_eval_seed(seed, RANDOM_INIT))
         algorithm = make_algorithm(fresh_policy(config), config)

@@ -188,13 +188,14 @@ def test_max_env_steps_ends_the_run_with_a_checkpoint_and_a_resume_has_nothing_t
     assert len(err.splitlines()) == 1 and "max_env_steps" in err and "nothing to run" in err
 
 
-def test_evaluate_and_plot_a_reptile_run_like_a_maml_run(tmp_path, repo_root, monkeypatch):
+def test_evaluate_and_plot_a_reptile_run_like_a_maml_run(tmp_path, repo_root, monkeypatch, capsys):
     monkeypatch.chdir(repo_root)
     run = tmp_path / "reptile"
     assert train(REPTILE, "--run-dir", str(run), *sets("iterations=2", *TINY)) == 0
     assert main(["evaluate", str(run), "--tasks", "3", "--episodes", "2", "--backend", "local"]) == 0
     summary = json.loads((run / "evaluation" / "summary.json").read_text())
-    entry = summary["methods"]["maml"]
+    entry = summary["methods"]["maml"]  # the run's own trained method, whatever its algorithm
+    assert entry["algorithm"] == "reptile" and "reptile " in capsys.readouterr().out
     assert entry["iteration"] == 2 and [r["step"] for r in entry["steps"]] == [0, 1, 2, 3]
     assert entry["step_sizes"] == [0.1, 0.1, 0.1]
     # metarl evaluate's numbers are the algorithm's own evaluation protocol
