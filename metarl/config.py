@@ -124,6 +124,8 @@ class FewShotConfig:
     ``outer_lr`` (multiplied by ``outer_lr_decay`` every ``outer_lr_decay_every`` iterations when that is > 0), or
     Reptile's rule with a step size annealed linearly from ``reptile_outer_lr`` to ``reptile_outer_lr_final`` over
     the run's ``iterations``. ``inner_lr_high``: Meta-SGD step sizes start uniform in ``[inner_lr, inner_lr_high]``.
+    ``meta_lstm``'s learned inner rule (Ravi & Larochelle 2017) has ``meta_lstm_hidden`` units in its first layer
+    (paper: 20); ``outer_grad_clip`` clips the meta-gradient's norm before Adam (their code: 0.25; None: no clip).
     Model: ``hidden`` units/filters (None: the paper's 40 for the sinusoid MLP, 64 for Conv4), Conv4's
     ``downsample`` and ``feature_map`` (``mean`` or ``flatten`` the final map before the head; None: flatten after
     max-pooling, mean after strided convs as in MAML's code; Reptile's code flattens). ``vectorize``: batch tasks
@@ -156,6 +158,8 @@ class FewShotConfig:
     matching_scale: float = field(default=1.0, **_positive())
     pair_same_fraction: float = field(default=0.5, metadata=_range(0, 1, low_open=True, high_open=True))
     hidden: int | None = field(default=None, metadata=_range(1))
+    meta_lstm_hidden: int = field(default=20, metadata=_range(1))
+    outer_grad_clip: float | None = field(default=None, **_positive())
     downsample: Literal["maxpool", "stride"] = "maxpool"
     feature_map: Literal["mean", "flatten"] | None = None
     vectorize: bool = True
@@ -210,6 +214,7 @@ FEWSHOT_ALGORITHMS = (
     "matchingnet",
     "relationnet",
     "siamese",
+    "meta_lstm",
 )
 META_RL_ALGORITHMS = ("maml_trpo", "rl2", "reptile")  # reptile: meta-RL without a fewshot section
 GRADIENT_ADAPTATION = ("maml_trpo", "reptile")  # meta-RL algorithms that adapt by inner gradient steps

@@ -15,7 +15,10 @@ second order), or with the inner gradient detached (first-order MAML / Reptile: 
 - Meta-SGD: ``GradientLearner.meta_sgd(params, inner_lr)`` learns one step size per parameter entry
   (``inner_lrs``, meta-parameters shaped like the params, initialised to ``inner_lr``);
 - Reptile: first-order adaptation plus :func:`reptile_update` as the outer rule; ``inner_rule="adam"`` gives its
-  published inner loop (Adam with beta1 = 0, Nichol et al. 2018) in place of plain gradient steps.
+  published inner loop (Adam with beta1 = 0, Nichol et al. 2018) in place of plain gradient steps;
+- learned optimiser: ``inner_rule="learned"`` with ``rule=MetaLearnerLSTM()`` (Ravi & Larochelle 2017,
+  :mod:`metarl.learned_optimizer`): the update of each step comes from a coordinate-wise LSTM whose weights are
+  meta-parameters; the inner gradients enter it as constants.
 
 Inner rules: ``"sgd"`` (``p - lr * g``) or ``"adam"`` (``p - lr * m_hat / (sqrt(v_hat) + eps)``, with Adam's moment
 estimates carried across the steps of one adaptation and reset for every task). :meth:`GradientLearner.adapt_steps`
@@ -42,7 +45,7 @@ Params = dict[str, Tensor]
 LossFn = Callable[[Params, Any], Tensor]
 InnerState = dict[str, Any]
 """State of an inner rule across steps: ``{"t": steps taken, "m": first moments, "v": second moments}`` (Adam)."""
-INNER_RULES = ("sgd", "adam")
+INNER_RULES = ("sgd", "adam", "learned")
 
 
 def index_task(batch: Any, i: int) -> Any:
@@ -98,12 +101,15 @@ class GradientLearner:
         inner_rule: str = "sgd",
         adam_betas: tuple[float, float] = (0.0, 0.999),
         adam_eps: float = 1e-8,
+        rule: torch.nn.Module | None = None,
     ) -> None:
         if num_steps < 0:
             raise ValueError(f"num_steps must be >= 0, got {num_steps}")
         if inner_rule not in INNER_RULES:
             raise ValueError(f"inner_rule must be one of {', '.join(INNER_RULES)}, got {inner_rule!r}")
-        if inner_rule == "adam" and inner_lrs is not None:
+        if (inner_rule == "learned") != (rule is not None):
+            raise ValueError("the 'learned' inner rule needs its rule module (and only it takes one)")
+        if inner_rule != "sgd" and inner_lrs is not None:
             raise ValueError("learned per-parameter step sizes (Meta-SGD) scale plain gradient steps: use 'sgd'")
         if not (0.0 <= adam_betas[0] < 1.0 and 0.0 <= adam_betas[1] < 1.0) or adam_eps <= 0:
             raise ValueError(f"adam_betas must lie in [0, 1) and adam_eps > 0, got {adam_betas} and {adam_eps}")
@@ -114,6 +120,7 @@ class GradientLearner:
         self.adapt_keys = tuple(adapt_keys) if adapt_keys is not None else None
         self.inner_lrs = inner_lrs
         self.vectorize = bool(vectorize)
+        self.rule = rule
 
     @classmethod
     def meta_sgd(cls, params: Params, inner_lr: float = 0.1, **kwargs: Any) -> GradientLearner:
@@ -137,8 +144,9 @@ class GradientLearner:
         return names
 
     def meta_parameters(self) -> list[Tensor]:
-        """Meta-parameters the learner owns besides the model's (Meta-SGD step sizes; empty otherwise)."""
-        return list(self.inner_lrs.values()) if self.inner_lrs is not None else []
+        """Meta-parameters the learner owns besides the model's (Meta-SGD step sizes, a learned rule's weights)."""
+        lrs = list(self.inner_lrs.values()) if self.inner_lrs is not None else []
+        return lrs + (list(self.rule.parameters()) if self.rule is not None else [])
 
     def adapt(
         self,
@@ -192,8 +200,8 @@ class GradientLearner:
         Other arguments as in :meth:`adapt`.
         """
         lrs = inner_lrs if inner_lrs is not None else self.inner_lrs
-        if lrs is not None and step_sizes is not None:
-            raise ValueError("step_sizes cannot be combined with learned per-parameter step sizes (Meta-SGD)")
+        if (lrs is not None or self.rule is not None) and step_sizes is not None:
+            raise ValueError("step_sizes cannot be combined with learned step sizes (Meta-SGD, a learned rule)")
         schedule = [self.inner_lr] * len(batches) if step_sizes is None else [float(s) for s in step_sizes]
         if len(schedule) != len(batches):
             raise ValueError(f"got {len(schedule)} step sizes for {len(batches)} batches")
@@ -201,7 +209,11 @@ class GradientLearner:
         names = self.adapted_names(params)
         adapted = dict(params)
         for lr, batch in zip(schedule, batches, strict=True):
-            grads = _inner_grads(loss_fn, adapted, batch, names, graph, functional)
+            grads, loss = _inner_grads(loss_fn, adapted, batch, names, graph, functional)
+            if self.rule is not None:  # the learned rule makes the whole step
+                new, state = self.rule.step({n: adapted[n] for n in names}, grads, loss, state)
+                adapted.update(new)
+                continue
             if self.inner_rule == "adam":
                 grads, state = self._adam_directions(grads, state)
             for name in names:
@@ -273,6 +285,7 @@ class GradientLearner:
             "inner_rule": self.inner_rule,
             "adam_betas": list(self.adam_betas),
             "adam_eps": self.adam_eps,
+            "rule": self.rule.state_dict() if self.rule is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -282,6 +295,8 @@ class GradientLearner:
         self.inner_rule = str(state.get("inner_rule", "sgd"))  # checkpoints written before the rule existed: SGD
         self.adam_betas = tuple(float(b) for b in state.get("adam_betas", self.adam_betas))
         self.adam_eps = float(state.get("adam_eps", self.adam_eps))
+        if self.rule is not None:
+            self.rule.load_state_dict(state["rule"])
         saved = state["inner_lrs"]
         if saved is None:
             self.inner_lrs = None
@@ -295,21 +310,22 @@ class GradientLearner:
 
 def _inner_grads(
     loss_fn: LossFn, params: Params, batch: Any, names: list[str], create_graph: bool, functional: bool
-) -> Params:
-    """Gradients of ``loss_fn(params, batch)`` w.r.t. ``params[names]``; detached unless ``create_graph``."""
+) -> tuple[Params, Tensor]:
+    """Gradients of ``loss_fn(params, batch)`` w.r.t. ``params[names]`` (detached unless ``create_graph``), and the
+    loss (detached)."""
     if functional:
 
         def loss_of(sub: Params) -> Tensor:
             return loss_fn({**params, **sub}, batch)
 
-        grads = torch.func.grad(loss_of)({n: params[n] for n in names})
-        return grads if create_graph else {n: g.detach() for n, g in grads.items()}
+        grads, loss = torch.func.grad_and_value(loss_of)({n: params[n] for n in names})
+        return (grads if create_graph else {n: g.detach() for n, g in grads.items()}), loss.detach()
     with torch.enable_grad():
         # Leaves that do not require grad (detached params at evaluation) get a fresh leaf to differentiate.
         sub = {n: params[n] if params[n].requires_grad else params[n].detach().requires_grad_(True) for n in names}
         loss = loss_fn({**params, **sub}, batch)
         grads = torch.autograd.grad(loss, list(sub.values()), create_graph=create_graph, allow_unused=True)
-    return {n: torch.zeros_like(sub[n]) if g is None else g for n, g in zip(names, grads, strict=True)}
+    return {n: torch.zeros_like(sub[n]) if g is None else g for n, g in zip(names, grads, strict=True)}, loss.detach()
 
 
 def reptile_update(params: Params, adapted_list: Sequence[Params], outer_lr: float) -> Params:

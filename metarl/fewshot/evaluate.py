@@ -123,7 +123,7 @@ def evaluate_fewshot(
         "split": "test",
         "checkpoint": str(path.relative_to(run) if path.is_relative_to(run) else path),
         "iteration": iteration,
-        "inner_lr": None if config.algorithm in (*CLASSIFIERS_ONLY, "metasgd") else fs.inner_lr,
+        "inner_lr": None if config.algorithm in (*CLASSIFIERS_ONLY, "metasgd", "meta_lstm") else fs.inner_lr,
         "csv": CSV_NAME,
         "steps": summarize(values),
     }

@@ -1,8 +1,9 @@
 """The few-shot methods: configurations of one learner (or, for the metric and comparison methods, of none).
 
-- ``maml`` / ``fomaml`` / ``metasgd`` / ``anil``: :class:`GradientMethod`, the shared
+- ``maml`` / ``fomaml`` / ``metasgd`` / ``anil`` / ``meta_lstm``: :class:`GradientMethod`, the shared
   :class:`metarl.learners.GradientLearner` (second order; ``first_order``; learned per-parameter step sizes;
-  ``adapt_keys=("head",)``) inside the MAML objective, minimised by Adam.
+  ``adapt_keys=("head",)``; the meta-learner LSTM's learned rule, its inner gradients constants as in Ravi &
+  Larochelle 2017) inside the MAML objective, minimised by Adam.
 - ``reptile``: :class:`ReptileMethod`, the same learner's first-order ``adapt`` over mini-batches of the support set,
   then :func:`metarl.learners.reptile_update` with a linearly annealed outer step size (Nichol et al. 2018).
 - ``protonet`` / ``matchingnet``: :class:`MetricMethod`, Adam on the episode loss of :mod:`metarl.fewshot.metric`.
@@ -53,6 +54,11 @@ class GradientMethod:
                 with torch.no_grad():
                     for lrs in self.learner.meta_parameters():
                         lrs.uniform_(fs.inner_lr, fs.inner_lr_high)
+        elif algorithm == "meta_lstm":
+            from ..learned_optimizer import MetaLearnerLSTM
+
+            rule = MetaLearnerLSTM(fs.meta_lstm_hidden).to(device=device, dtype=dtype)
+            self.learner = GradientLearner(num_steps=fs.inner_steps, first_order=True, inner_rule="learned", rule=rule)
         else:
             self.learner = GradientLearner(
                 inner_lr=fs.inner_lr,
@@ -109,6 +115,9 @@ class GradientMethod:
         loss, metric = self.objective(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.config.fewshot.outer_grad_clip is not None:
+            trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(trainable, self.config.fewshot.outer_grad_clip)
         self.optimizer.step()
         return {"loss": float(loss.detach()), "metric": float(metric), "lr": lr}
 

@@ -30,7 +30,7 @@ from .pairs import PairBatch, PairSource
 from .sinusoid import SinusoidTasks
 from .tasks import FewShotBatch, fixed_task_rng
 
-GRADIENT_ALGORITHMS = ("maml", "fomaml", "metasgd", "anil")
+GRADIENT_ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "meta_lstm")
 """Algorithms that are configurations of the shared ``GradientLearner`` with an Adam outer step."""
 METRIC_ALGORITHMS = ("protonet", "matchingnet")
 """Metric baselines: no inner loop, Adam on the episode loss."""
@@ -123,7 +123,7 @@ def _check_keys(config: Config) -> None:
         raise ConfigError("config key 'fewshot.inner_batch_size': mini-batched inner steps are Reptile's; drop it")
     if fs.inner_lr_high is not None and (algorithm != "metasgd" or fs.inner_lr_high < fs.inner_lr):
         raise ConfigError("config key 'fewshot.inner_lr_high': Meta-SGD only, and it must be >= fewshot.inner_lr")
-    if fs.inner_rule != "sgd" and algorithm in ("metasgd", *CLASSIFIERS_ONLY):
+    if fs.inner_rule != "sgd" and algorithm in ("metasgd", "meta_lstm", *CLASSIFIERS_ONLY):
         raise ConfigError(f"config key 'fewshot.inner_rule': {algorithm} takes plain gradient steps (or none); use sgd")
     if fs.pair_same_fraction != 0.5 and algorithm != "siamese":
         raise ConfigError("config key 'fewshot.pair_same_fraction': only the Siamese network trains on pairs; drop it")
