@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 import signal
 from pathlib import Path
 
@@ -362,7 +363,8 @@ def test_experiment_files_are_valid(path, synth20):
     if "protonet" in path.stem:
         overrides.append("fewshot.train_ways=12")
     config = load_config(path, overrides)
-    assert config.algorithm == path.stem.split("_")[2] and config.fewshot.problem == path.stem.split("_")[1]
+    _, problem, rest = path.stem.split("_", 2)  # fewshot_<problem>_<algorithm>[_<ways>w<shots>s]
+    assert config.algorithm == re.sub(r"_\d+w\d+s$", "", rest) and config.fewshot.problem == problem
     assert config.fewshot.eval_tasks == 600
     build_problem(config)
 
