@@ -5,10 +5,12 @@ phase, logs the row it returns and checkpoints its ``state_dict``; it never name
 module here that says what it collects per iteration and how it updates:
 
 - ``maml_trpo`` (:mod:`metarl.algorithms.maml_trpo`): support episodes, inner step, query episodes, TRPO meta-step;
-- ``rl2`` (:mod:`metarl.algorithms.rl2`): whole trials of several episodes per task, PPO on the recurrent agent.
+- ``rl2`` (:mod:`metarl.algorithms.rl2`): whole trials of several episodes per task, PPO on the recurrent agent;
+- ``snail`` (:mod:`metarl.algorithms.snail`): the same trials and PPO (:mod:`metarl.algorithms.trial_ppo`) on a
+  SNAIL agent.
 
 Few-shot (supervised) algorithms keep their own loop (:mod:`metarl.fewshot`); ``config.FEWSHOT_ALGORITHMS`` lists
-them. ``reptile`` / ``snail`` as meta-RL learners would be added here.
+them. ``reptile`` as a meta-RL learner would be added here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from metarl.config import Config, ConfigError
 REGISTRY = {
     "maml_trpo": "metarl.algorithms.maml_trpo:MAMLTRPOAlgorithm",
     "rl2": "metarl.algorithms.rl2:RL2",
+    "snail": "metarl.algorithms.snail:SNAILAlgorithm",
 }
 
 SeedFn = Callable[[int], int]
