@@ -38,22 +38,23 @@ def trial_inputs(
     leave the inputs unchanged."""
     lanes, k, horizon = rewards.shape
     flat = (lanes, k * horizon)
-    rewards, mask = rewards.float().reshape(flat), mask.float().reshape(flat)
+    real = rewards.dtype if rewards.is_floating_point() else torch.float32  # float64 trials stay float64
+    rewards, mask = rewards.to(real).reshape(flat), mask.to(real).reshape(flat)
     actions = actions.reshape(*flat, *actions.shape[3:])
     ended = torch.ones(lanes, k, horizon, dtype=torch.bool, device=mask.device)
     ended[..., :-1] = mask.reshape(lanes, k, horizon)[..., 1:] == 0
-    ended = ended.reshape(flat).float()
+    ended = ended.reshape(flat).to(real)
     if discrete:
         prev_a = torch.full((lanes,), NO_ACTION, dtype=torch.long, device=mask.device)
     else:
-        prev_a = torch.zeros(lanes, action_dim, device=mask.device)
-    prev_r, prev_d = torch.zeros(lanes, device=mask.device), torch.zeros(lanes, device=mask.device)
+        prev_a = torch.zeros(lanes, action_dim, dtype=real, device=mask.device)
+    prev_r, prev_d = torch.zeros(lanes, dtype=real, device=mask.device), torch.zeros_like(mask[:, 0])
     inputs: list[tuple[Tensor, Tensor, Tensor]] = []
     active = mask > 0
     for s in range(flat[1]):  # the inputs of step s: the last real step before it (cheap tensor ops only)
         inputs.append((prev_a, prev_r, prev_d))
         a = active[:, s]
-        taken = actions[:, s].long() if discrete else actions[:, s].float()
+        taken = actions[:, s].long() if discrete else actions[:, s].to(real)
         prev_a = torch.where(a.view(-1, *([1] * (taken.dim() - 1))), taken, prev_a)
         prev_r = torch.where(a, rewards[:, s], prev_r)
         prev_d = torch.where(a, ended[:, s], prev_d)
