@@ -70,10 +70,15 @@ class DenseBlock(nn.Module):
         self.out_channels = in_channels + filters
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[B, T, C] -> [B, T, C + filters]``; step t sees steps t and t - dilation (zeros before the start)."""
-        padded = F.pad(x.transpose(1, 2), (self.dilation, 0))
-        gated = torch.tanh(self.conv_f(padded)) * torch.sigmoid(self.conv_g(padded))
-        return torch.cat([x, gated.transpose(1, 2)], dim=-1)
+        """``[B, T, C] -> [B, T, C + filters]``; step t sees steps t and t - dilation (zeros before the start).
+
+        The convolution is computed as two matmuls (current tap, and past tap shifted by ``dilation``): the same
+        function as ``conv1d`` on the left-padded input, several times faster on a CPU for dilated kernels of size 2,
+        and the same arithmetic as :meth:`step`."""
+        w_past, w_now, bias = self._taps()
+        past = F.pad(F.linear(x, w_past), (0, 0, self.dilation, 0))[:, : x.shape[1]]
+        f, g = (past + F.linear(x, w_now, bias)).chunk(2, dim=-1)
+        return torch.cat([x, torch.tanh(f) * torch.sigmoid(g)], dim=-1)
 
     def _taps(self) -> tuple[Tensor, Tensor, Tensor]:
         """Past-tap and current-tap weights ``[2F, C]`` (f then g) and the bias ``[2F]``."""
