@@ -5,7 +5,7 @@
    sampler, one torch thread: sampling and update seconds, median over ``--iters`` iterations after one warm-up.
 2. Acting with the SNAIL policy network over a trial of ``S`` steps for 200 lanes, per step: the incremental step
    from the cache (:meth:`metarl.models.snail.SNAIL.step`) against recomputing the whole prefix at every step (what
-   acting costs without the cache; timed on 50 prefix lengths spread over the trial), ``S`` = 100 and 500.
+   acting costs without the cache; timed on 10 prefix lengths spread over the trial), ``S`` = 100 and 500.
 
 Run ``python benchmarks/trial_agents.py`` (``--iters N``, ``--tasks T``) with nothing else running; prints tables and
 writes ``benchmarks/results/trial_agents.json``.
@@ -66,7 +66,7 @@ def step_times(steps: int, lanes: int, repeats: int) -> dict:
             for t in range(steps):
                 _, cache = net.step(x[:, t], cache)
             incremental.append((time.perf_counter() - start) / steps)
-        sampled = range(0, steps, max(1, steps // 50))  # every k-th prefix length: the mean over the trial
+        sampled = range(0, steps, max(1, steps // 10))  # 10 prefix lengths spread over the trial: its mean
         start = time.perf_counter()
         for t in sampled:
             net(x[:, : t + 1])[:, -1]
@@ -77,7 +77,7 @@ def step_times(steps: int, lanes: int, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=2, help="timed iterations per agent after a warm-up (default 2)")
+    parser.add_argument("--iters", type=int, default=1, help="timed iterations per agent after a warm-up (default 1)")
     parser.add_argument("--tasks", type=int, default=200, help="tasks per iteration (default 200, the configs')")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -86,7 +86,7 @@ def main() -> None:
     print(f"{'agent':>6} {'params':>8} {'sampling s':>11} {'update s':>9} {'total s':>8}")
     for a in agents:
         print(f"{a['agent']:>6} {a['params']:>8} {a['sampling_s']:>11.2f} {a['update_s']:>9.2f} {a['total_s']:>8.2f}")
-    steps = [step_times(s, 200, 3) for s in (100, 500)]
+    steps = [step_times(s, 200, 2) for s in (100, 500)]
     print("\nSNAIL acting, 200 lanes, per step (whole trial averaged)")
     print(f"{'steps':>6} {'incremental ms':>15} {'recompute ms':>13} {'ratio':>7}")
     for s in steps:
