@@ -204,6 +204,28 @@ class ReptileConfig:
     outer_lr_final: float = field(default=0.0, metadata=_range(0))
 
 
+@dataclass
+class SNAILConfig:
+    """SNAIL (Mishra et al. 2018) as a trial agent, trained with PPO exactly as RL^2 is (the same keys, see
+    :class:`RL2Config` and :mod:`metarl.algorithms.snail`). ``policy_blocks`` / ``value_blocks`` name block lists of
+    ``metarl.models.snail.PRESETS`` (the paper's bandit/MDP policy and value networks by default); the TC blocks
+    cover ``episodes_per_trial`` x the env's horizon steps."""
+
+    tasks_per_iteration: int = field(default=20, metadata=_range(1))
+    trials_per_task: int = field(default=1, metadata=_range(1))
+    episodes_per_trial: int = field(default=10, metadata=_range(1))
+    policy_blocks: str = "bandit_mdp"
+    value_blocks: str = "bandit_mdp_value"
+    init_std: float = field(default=1.0, **_positive())
+    lr: float = field(default=3e-4, **_positive())
+    clip: float = field(default=0.2, **_positive())
+    epochs: int = field(default=4, metadata=_range(1))
+    minibatches: int = field(default=1, metadata=_range(1))
+    value_coef: float = field(default=0.5, metadata=_range(0))
+    entropy_coef: float = field(default=0.0, metadata=_range(0))
+    max_grad_norm: float = field(default=1.0, **_positive())
+
+
 FEWSHOT_ALGORITHMS = (
     "maml",
     "fomaml",
@@ -216,7 +238,7 @@ FEWSHOT_ALGORITHMS = (
     "siamese",
     "meta_lstm",
 )
-META_RL_ALGORITHMS = ("maml_trpo", "rl2", "reptile")  # reptile: meta-RL without a fewshot section
+META_RL_ALGORITHMS = ("maml_trpo", "rl2", "snail", "reptile")  # reptile: meta-RL without a fewshot section
 GRADIENT_ADAPTATION = ("maml_trpo", "reptile")  # meta-RL algorithms that adapt by inner gradient steps
 
 
@@ -246,6 +268,7 @@ class Config:
     advantages: AdvantageConfig = field(default_factory=AdvantageConfig)
     rl2: RL2Config = field(default_factory=RL2Config)
     reptile: ReptileConfig = field(default_factory=ReptileConfig)
+    snail: SNAILConfig = field(default_factory=SNAILConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     fewshot: FewShotConfig | None = None
 

@@ -68,7 +68,7 @@ def evaluate_trial_run(
         raise ConfigError(f"--baseline {method} plays Bernoulli bandits ({BANDIT_ID}), not {config.env.id}")
     if method in MDP_STRATEGIES and config.env.id != MDP_ID:
         raise ConfigError(f"--baseline {method} solves tabular MDPs ({MDP_ID}), not {config.env.id}")
-    k = config.rl2.episodes_per_trial
+    k = getattr(config, config.algorithm).episodes_per_trial  # the trial algorithm's section (rl2, snail)
     entry: dict[str, Any] = {"seed": seed, "tasks": tasks, "episodes": trials, "episodes_per_trial": k}
     entry["axis"] = "episode of the trial (step k = episode k + 1)"
     read_summary(run / "evaluation")

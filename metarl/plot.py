@@ -24,6 +24,7 @@ FORMATS = ("png", "svg", "pdf")
 LABELS = {
     "maml": "MAML",
     "rl2": "RL^2",
+    "snail": "SNAIL",
     "ucb1": "UCB1",
     "thompson": "Thompson sampling",
     "best_arm": "best arm (knows the means)",

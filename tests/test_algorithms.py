@@ -28,13 +28,18 @@ CASES = {
         "env": {"id": "metarl/Bandit-v0"},
         "rl2": {"tasks_per_iteration": 3, "episodes_per_trial": 4, "hidden_size": 8},
     },
+    "snail": {
+        "algorithm": "snail",
+        "env": {"id": "metarl/Bandit-v0"},
+        "snail": {"tasks_per_iteration": 3, "episodes_per_trial": 4},
+    },
 }
 
 
 def test_registry_names_every_meta_rl_algorithm_and_refuses_others():
     assert set(REGISTRY) == set(CASES)
-    with pytest.raises(ConfigError, match="valid: maml_trpo, rl2, reptile"):
-        algorithm_class("snail")
+    with pytest.raises(ConfigError, match="valid: maml_trpo, rl2, reptile, snail"):
+        algorithm_class("snail2")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

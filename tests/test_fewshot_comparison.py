@@ -219,7 +219,7 @@ def test_train_resume_evaluate_and_plot_commands(algorithm, synth, tmp_path, cap
 
 
 def test_unknown_algorithm_fails_with_one_line(synth, tmp_path, capsys):
-    file = _write(tmp_path / "bad.yaml", config("snail", synth))
+    file = _write(tmp_path / "bad.yaml", config("not_an_algorithm", synth))
     assert main(["train", str(file), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'algorithm'" in err and "'relationnet'" in err and "'siamese'" in err

@@ -7,11 +7,13 @@ module here that says what it collects per iteration and how it updates:
 - ``maml_trpo`` (:mod:`metarl.algorithms.maml_trpo`): support episodes, inner step, query episodes, TRPO meta-step;
 - ``rl2`` (:mod:`metarl.algorithms.rl2`): whole trials of several episodes per task, PPO on the recurrent agent;
 - ``reptile`` (:mod:`metarl.algorithms.reptile`): k policy-gradient steps per task on fresh episodes, then Reptile's
-  interpolation step.
+  interpolation step;
+- ``snail`` (:mod:`metarl.algorithms.snail`): the same trials and PPO (:mod:`metarl.algorithms.trial_ppo`) as RL^2
+  on a SNAIL agent.
 
 Few-shot (supervised) algorithms keep their own loop (:mod:`metarl.fewshot`); ``config.FEWSHOT_ALGORITHMS`` lists
-them. ``reptile`` names both: with a fewshot section it is the
-supervised learner, without one the meta-RL learner registered here.
+them. ``reptile`` names both: with a fewshot section it is the supervised learner, without one the meta-RL learner
+registered here.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ REGISTRY = {
     "maml_trpo": "metarl.algorithms.maml_trpo:MAMLTRPOAlgorithm",
     "rl2": "metarl.algorithms.rl2:RL2",
     "reptile": "metarl.algorithms.reptile:ReptileAlgorithm",
+    "snail": "metarl.algorithms.snail:SNAILAlgorithm",
 }
 
 SeedFn = Callable[[int], int]

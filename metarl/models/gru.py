@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from metarl.policies import CategoricalMLPPolicy, Dist, GaussianMLPPolicy
-from metarl.recurrent import NO_ACTION
+from metarl.models.trial_agent import TrialDistributions, step_features, trial_inputs
+from metarl.policies import Dist
 
 
-class RL2Agent(nn.Module):
+class RL2Agent(TrialDistributions, nn.Module):
     """GRU trial agent: ``forward(obs, prev_action, prev_reward, prev_done, state) -> (dist, new_state)``."""
 
     is_stateful = True
@@ -48,12 +47,7 @@ class RL2Agent(nn.Module):
 
     def features(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor) -> Tensor:
         """The GRU input ``[..., obs_dim + action_dim + 2]``; a discrete ``prev_action`` of -1: all-zero one-hot."""
-        if self.discrete:
-            arms = torch.arange(self.action_dim, device=obs.device)
-            action = (prev_action.long().unsqueeze(-1) == arms).to(obs.dtype)
-        else:
-            action = prev_action.to(obs.dtype)
-        return torch.cat([obs, action, prev_reward.unsqueeze(-1).to(obs.dtype), prev_done.unsqueeze(-1)], dim=-1)
+        return step_features(obs, prev_action, prev_reward, prev_done, self.discrete, self.action_dim)
 
     def _gru(self, x_gates: Tensor, state: Tensor) -> Tensor:
         x_r, x_z, x_n = x_gates.chunk(3, dim=-1)
@@ -90,30 +84,8 @@ class RL2Agent(nn.Module):
         state. Steps after an early termination (mask 0) leave the state and the inputs unchanged."""
         lanes, k, horizon = rewards.shape
         steps = k * horizon
-        flat = (lanes, steps)
-        obs, rewards, mask = obs.float().reshape(*flat, -1), rewards.float().reshape(flat), mask.float().reshape(flat)
-        actions = actions.reshape(*flat, *actions.shape[3:])
-        # A step ended its episode when the next step of the episode did not happen, or it was the horizon's last.
-        ended = torch.ones_like(mask.reshape(lanes, k, horizon), dtype=torch.bool)
-        ended[..., :-1] = mask.reshape(lanes, k, horizon)[..., 1:] == 0
-        ended = ended.reshape(flat).to(obs.dtype)
-
-        if self.discrete:
-            prev_a = torch.full((lanes,), NO_ACTION, dtype=torch.long, device=obs.device)
-        else:
-            prev_a = torch.zeros(lanes, self.action_dim, device=obs.device)
-        prev_r, prev_d = torch.zeros(lanes, device=obs.device), torch.zeros(lanes, device=obs.device)
-        inputs: list[tuple[Tensor, Tensor, Tensor]] = []
-        active = mask > 0
-        for s in range(steps):  # the inputs of step s: the last real step before it (cheap tensor ops only)
-            inputs.append((prev_a, prev_r, prev_d))
-            a = active[:, s]
-            taken = actions[:, s].long() if self.discrete else actions[:, s].float()
-            prev_a = torch.where(a.view(-1, *([1] * (taken.dim() - 1))), taken, prev_a)
-            prev_r = torch.where(a, rewards[:, s], prev_r)
-            prev_d = torch.where(a, ended[:, s], prev_d)
-        pa, pr, pd = (torch.stack(x, dim=1) for x in zip(*inputs, strict=True))
-        x_gates = self.input_gates(self.features(obs, pa, pr, pd))
+        pa, pr, pd, active = trial_inputs(actions, rewards, mask, self.discrete, self.action_dim)
+        x_gates = self.input_gates(self.features(obs.float().reshape(lanes, steps, -1), pa, pr, pd))
 
         h = self.initial_state(lanes) if state is None else state
         hidden = []
@@ -124,28 +96,3 @@ class RL2Agent(nn.Module):
         stacked = torch.stack(hidden, dim=1)
         dist = tuple(x.reshape(lanes, k, horizon, *x.shape[2:]) for x in self.head(stacked))
         return dist, self.value_of(stacked).reshape(lanes, k, horizon), h
-
-    # -- the distribution API the sampler and learners use ------------------------------------------------------
-    def _family(self) -> type:
-        return CategoricalMLPPolicy if self.discrete else GaussianMLPPolicy
-
-    def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        """Uniform noise per step (discrete: inverse CDF) or standard normal ``shape + (action_dim,)``."""
-        if self.discrete:
-            return rng.random(shape).astype(np.float32)
-        return rng.standard_normal(shape + (self.action_dim,)).astype(np.float32)
-
-    def sample(self, dist: Dist, noise: Tensor) -> Tensor:
-        return self._family().sample(dist, noise)
-
-    def mode(self, dist: Dist) -> Tensor:
-        return self._family().mode(dist)
-
-    def log_prob(self, dist: Dist, actions: Tensor) -> Tensor:
-        return self._family().log_prob(dist, actions)
-
-    def kl(self, old: Dist, new: Dist) -> Tensor:
-        return self._family().kl(old, new)
-
-    def entropy(self, dist: Dist) -> Tensor:
-        return self._family().entropy(dist)
