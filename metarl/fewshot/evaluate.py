@@ -127,6 +127,9 @@ def evaluate_fewshot(
         "csv": CSV_NAME,
         "steps": summarize(values),
     }
+    extras = getattr(method, "evaluation_extras", None)  # e.g. the MANN's accuracy by instance
+    if extras is not None:
+        entry.update(extras(count, seed))
     if checkpoint == "best":
         entry["checkpoint_rule"] = f"best val_{problem.metric} after adaptation among the checkpoints"
     folder = run / "evaluation"
@@ -159,6 +162,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{method:<12} {row['step']:>4} {row['mean']:>10.4f} {'+-' + format(ci, '.4f'):>12} {row['n']:>5}"
             )
+        if "instance_accuracy" in entry:
+            by_rank = entry["instance_accuracy"]["accuracy"]
+            lines.append(f"{method:<12} by instance: " + ", ".join(f"{k}: {v:.4f}" for k, v in by_rank.items()))
     return "\n".join(lines)
 
 
