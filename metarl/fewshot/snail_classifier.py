@@ -12,10 +12,12 @@ support steps followed by that query, so a query never sees another query (the a
 to one causal sequence, would let later queries attend to earlier unlabelled ones and make the sequence length
 differ between training and test). The ``Q`` sequences of an episode (and of a batch of episodes) run as one batch.
 
-The embedding is the suite's ``Conv4`` (64 filters, max-pooling: a 64-d vector for 28x28 images); the paper used
-the same four-block network. Batch norm uses batch statistics (as everywhere in the suite): support and query sets
-are embedded in separate calls, so support features never depend on a query image; the query call normalises over
-the episode's queries (the suite's transductive protocol, the same for every method).
+The embedding is the suite's ``Conv4`` (64 filters, max-pooling: a 64-d vector for 28x28 images). The paper's
+Omniglot embedding is a four-block convolutional network of this kind; its exact layers (activation, a final
+fully connected layer) were not re-checked against the paper in the session that wrote this. Batch norm uses batch
+statistics (as everywhere in the suite): support and query sets are embedded in separate calls, so support features
+never depend on a query image; the query call normalises over the episode's queries (the suite's transductive
+protocol, the same for every method).
 """
 
 from __future__ import annotations
