@@ -110,6 +110,16 @@ def test_no_query_label_reaches_the_model(synth):
     torch.testing.assert_close(trained_on[0], method.class_scores(batch.episode(0), 5), rtol=1e-5, atol=1e-6)
 
 
+def test_support_order_is_shuffled_per_episode(synth):
+    """A sequence model must not learn a label order: support positions are a fresh permutation in every episode."""
+    problem = build_problem(config_from_dict(config(synth, k_shot=2)))
+    batch = problem.train_batch(0, 0, 20)
+    orders = {tuple(y.tolist()) for y in batch.support_y}
+    assert len(orders) > 10  # sorted labels would give one order
+    for y in batch.support_y:
+        assert sorted(y.tolist()) == [c for c in range(5) for _ in range(2)]  # each class k_shot times
+
+
 def test_other_training_shots_are_refused(synth):
     with pytest.raises(ConfigError, match="train_shots"):
         build_problem(config_from_dict(config(synth, train_shots=2)))
@@ -130,5 +140,6 @@ def test_train_resume_evaluate_and_plot_commands(synth, tmp_path, capsys):
     entry = json.loads((straight / "evaluation" / "summary.json").read_text())["methods"]["snail_classifier"]
     assert entry["split"] == "test" and entry["tasks"] == 12 and [r["step"] for r in entry["steps"]] == [0]
     capsys.readouterr()
+    assert main(["plot", str(straight), "-o", str(tmp_path / "a.svg")]) == 0
     assert main(["plot", str(straight), "--training", "-o", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "t.png").stat().st_size > 0
