@@ -155,16 +155,16 @@ def merged_summary(summary: dict[str, Any], config: Config, problem: FewShotProb
 def format_summary(summary: dict[str, Any]) -> str:
     """A short text table (step, mean, 95% CI, n) per method."""
     metric = summary.get("metric", "value")
-    lines = [f"{'method':<12} {'step':>4} {metric:>10} {'95% CI':>12} {'n':>5}"]
+    lines = [f"{'method':<16} {'step':>4} {metric:>10} {'95% CI':>12} {'n':>5}"]
     for method, entry in summary["methods"].items():
         for row in entry["steps"]:
             ci = row["ci95"] if row["ci95"] is not None else float("nan")
             lines.append(
-                f"{method:<12} {row['step']:>4} {row['mean']:>10.4f} {'+-' + format(ci, '.4f'):>12} {row['n']:>5}"
+                f"{method:<16} {row['step']:>4} {row['mean']:>10.4f} {'+-' + format(ci, '.4f'):>12} {row['n']:>5}"
             )
         if "instance_accuracy" in entry:
             by_rank = entry["instance_accuracy"]["accuracy"]
-            lines.append(f"{method:<12} by instance: " + ", ".join(f"{k}: {v:.4f}" for k, v in by_rank.items()))
+            lines.append(f"{method:<16} by instance: " + ", ".join(f"{k}: {v:.4f}" for k, v in by_rank.items()))
     return "\n".join(lines)
 
 
