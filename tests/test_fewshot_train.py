@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 import signal
 from pathlib import Path
 
@@ -362,7 +363,9 @@ def test_experiment_files_are_valid(path, synth20):
     if "protonet" in path.stem:
         overrides.append("fewshot.train_ways=12")
     config = load_config(path, overrides)
-    assert config.algorithm == path.stem.split("_")[2] and config.fewshot.problem == path.stem.split("_")[1]
+    # fewshot_<problem>_<algorithm>[_<N>w<K>s]; algorithm names may hold underscores (snail_classifier)
+    prefix = f"fewshot_{config.fewshot.problem}_{config.algorithm}"
+    assert path.stem.startswith(prefix) and re.fullmatch(r"(_\d+w\d+s)?", path.stem[len(prefix) :]), path.stem
     assert config.fewshot.eval_tasks == 600
     build_problem(config)
 
