@@ -131,6 +131,9 @@ class FewShotConfig:
     max-pooling, mean after strided convs as in MAML's code; Reptile's code flattens). ``vectorize``: batch tasks
     with ``torch.func.vmap`` (see ``benchmarks/fewshot.py``). ``pair_same_fraction``: the share of *same* pairs
     among the Siamese network's training pairs (Koch et al.: balanced, 0.5); ``hidden`` is its embedding width there.
+    Memory-augmented network (``mann``): ``hidden`` LSTM controller units (None: 200), ``mann_slots`` x
+    ``mann_width`` memory, ``mann_read_heads`` read heads (also the number of least-used slots written to) and
+    ``mann_usage_decay`` (the usage decay gamma of Santoro et al. 2016).
     Data: ``data_dir`` (Omniglot zips or folders; relative paths are relative to the working directory),
     ``download``, ``val_alphabets`` held out of the background set for validation.
     """
@@ -157,6 +160,10 @@ class FewShotConfig:
     reptile_outer_lr_final: float = field(default=0.0, metadata=_range(0))
     matching_scale: float = field(default=1.0, **_positive())
     pair_same_fraction: float = field(default=0.5, metadata=_range(0, 1, low_open=True, high_open=True))
+    mann_slots: int = field(default=128, metadata=_range(1))
+    mann_width: int = field(default=40, metadata=_range(1))
+    mann_read_heads: int = field(default=4, metadata=_range(1))
+    mann_usage_decay: float = field(default=0.95, metadata=_range(0, 1))
     hidden: int | None = field(default=None, metadata=_range(1))
     meta_lstm_hidden: int = field(default=20, metadata=_range(1))
     outer_grad_clip: float | None = field(default=None, **_positive())
@@ -237,6 +244,8 @@ FEWSHOT_ALGORITHMS = (
     "relationnet",
     "siamese",
     "meta_lstm",
+    "snail_classifier",
+    "mann",
 )
 META_RL_ALGORITHMS = ("maml_trpo", "rl2", "snail", "reptile")  # reptile: meta-RL without a fewshot section
 GRADIENT_ADAPTATION = ("maml_trpo", "reptile")  # meta-RL algorithms that adapt by inner gradient steps

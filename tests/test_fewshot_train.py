@@ -363,8 +363,9 @@ def test_experiment_files_are_valid(path, synth20):
     if "protonet" in path.stem:
         overrides.append("fewshot.train_ways=12")
     config = load_config(path, overrides)
-    _, problem, rest = path.stem.split("_", 2)  # fewshot_<problem>_<algorithm>[_<ways>w<shots>s]
-    assert config.algorithm == re.sub(r"_\d+w\d+s$", "", rest) and config.fewshot.problem == problem
+    # fewshot_<problem>_<algorithm>[_<N>w<K>s]; algorithm names may hold underscores (snail_classifier)
+    prefix = f"fewshot_{config.fewshot.problem}_{config.algorithm}"
+    assert path.stem.startswith(prefix) and re.fullmatch(r"(_\d+w\d+s)?", path.stem[len(prefix) :]), path.stem
     assert config.fewshot.eval_tasks == 600
     build_problem(config)
 

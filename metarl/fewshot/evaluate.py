@@ -127,6 +127,9 @@ def evaluate_fewshot(
         "csv": CSV_NAME,
         "steps": summarize(values),
     }
+    extras = getattr(method, "evaluation_extras", None)  # e.g. the MANN's accuracy by instance
+    if extras is not None:
+        entry.update(extras(count, seed))
     if checkpoint == "best":
         entry["checkpoint_rule"] = f"best val_{problem.metric} after adaptation among the checkpoints"
     folder = run / "evaluation"
@@ -152,13 +155,16 @@ def merged_summary(summary: dict[str, Any], config: Config, problem: FewShotProb
 def format_summary(summary: dict[str, Any]) -> str:
     """A short text table (step, mean, 95% CI, n) per method."""
     metric = summary.get("metric", "value")
-    lines = [f"{'method':<12} {'step':>4} {metric:>10} {'95% CI':>12} {'n':>5}"]
+    lines = [f"{'method':<16} {'step':>4} {metric:>10} {'95% CI':>12} {'n':>5}"]
     for method, entry in summary["methods"].items():
         for row in entry["steps"]:
             ci = row["ci95"] if row["ci95"] is not None else float("nan")
             lines.append(
-                f"{method:<12} {row['step']:>4} {row['mean']:>10.4f} {'+-' + format(ci, '.4f'):>12} {row['n']:>5}"
+                f"{method:<16} {row['step']:>4} {row['mean']:>10.4f} {'+-' + format(ci, '.4f'):>12} {row['n']:>5}"
             )
+        if "instance_accuracy" in entry:
+            by_rank = entry["instance_accuracy"]["accuracy"]
+            lines.append(f"{method:<16} by instance: " + ", ".join(f"{k}: {v:.4f}" for k, v in by_rank.items()))
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@
   then :func:`metarl.learners.reptile_update` with a linearly annealed outer step size (Nichol et al. 2018).
 - ``protonet`` / ``matchingnet``: :class:`MetricMethod`, Adam on the episode loss of :mod:`metarl.fewshot.metric`.
 - ``relationnet`` / ``siamese``: :mod:`metarl.fewshot.comparison_methods` (learned comparison; Siamese on pairs).
+- ``snail_classifier`` / ``mann``: :mod:`metarl.fewshot.sequence_methods` (an episode read as a sequence).
 
 Every method has the same surface for the training loop and the evaluation: ``train_step(batch, iteration)`` (one
 meta-iteration, returns ``{"loss", "metric", "lr"}``), ``adaptation_curve(batch, steps)`` (per-task metric after
@@ -30,7 +31,8 @@ from .comparison_methods import ComparisonMethod, build_comparison_method
 from .episodic import AdamTrainedMethod, step_lr
 from .metric import episode_logits
 from .models import classification_loss, regression_loss
-from .problem import COMPARISON_ALGORITHMS, METRIC_ALGORITHMS, FewShotProblem
+from .problem import COMPARISON_ALGORITHMS, METRIC_ALGORITHMS, SEQUENCE_ALGORITHMS, FewShotProblem
+from .sequence_methods import build_sequence_method
 from .tasks import FewShotBatch
 
 EVAL_CHUNK = 50
@@ -278,6 +280,8 @@ def build_method(
         return MetricMethod(config, problem, device, dtype)
     if config.algorithm in COMPARISON_ALGORITHMS:
         return build_comparison_method(config, problem, device, dtype)
+    if config.algorithm in SEQUENCE_ALGORITHMS:
+        return build_sequence_method(config, problem, device, dtype)
     if config.algorithm == "reptile":
         return ReptileMethod(config, problem, device, dtype)
     return GradientMethod(config, problem, device, dtype)

@@ -24,10 +24,12 @@ from torch import Tensor, nn
 
 from ..config import Config, ConfigError
 from .comparison import RelationNet, SiameseNet
+from .mann import MANN
 from .models import Conv4, SinusoidMLP
 from .omniglot import DataError, Omniglot, OmniglotTasks, user_cache_dir
 from .pairs import PairBatch, PairSource
 from .sinusoid import SinusoidTasks
+from .snail_classifier import SnailClassifier
 from .tasks import FewShotBatch, fixed_task_rng
 
 GRADIENT_ALGORITHMS = ("maml", "fomaml", "metasgd", "anil", "meta_lstm")
@@ -36,7 +38,9 @@ METRIC_ALGORITHMS = ("protonet", "matchingnet")
 """Metric baselines: no inner loop, Adam on the episode loss."""
 COMPARISON_ALGORITHMS = ("relationnet", "siamese")
 """Learned comparison (:mod:`metarl.fewshot.comparison`): no inner loop; the Siamese network trains on pairs."""
-CLASSIFIERS_ONLY = (*METRIC_ALGORITHMS, *COMPARISON_ALGORITHMS)
+SEQUENCE_ALGORITHMS = ("snail_classifier", "mann")
+"""Model-based (:mod:`metarl.fewshot.sequence_methods`): an episode read as a sequence of labelled examples."""
+CLASSIFIERS_ONLY = (*METRIC_ALGORITHMS, *COMPARISON_ALGORITHMS, *SEQUENCE_ALGORITHMS)
 
 Score = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 """``(predictions, targets) -> (loss, metric)``: the differentiable loss and the reported metric (0-d tensors)."""
@@ -119,6 +123,11 @@ def _check_keys(config: Config) -> None:
             "config key 'fewshot.train_ways': only the metric baselines (protonet, matchingnet) can train with other "
             "ways than they are tested on (a gradient learner's head has n_way outputs)"
         )
+    if fs.train_shots is not None and algorithm == "snail_classifier":
+        raise ConfigError(
+            "config key 'fewshot.train_shots': the SNAIL classifier is built for sequences of n_way * k_shot + 1 "
+            "steps; train and test on the same shots"
+        )
     if fs.inner_batch_size is not None and algorithm != "reptile":
         raise ConfigError("config key 'fewshot.inner_batch_size': mini-batched inner steps are Reptile's; drop it")
     if fs.inner_lr_high is not None and (algorithm != "metasgd" or fs.inner_lr_high < fs.inner_lr):
@@ -198,13 +207,24 @@ def build_problem(config: Config) -> FewShotProblem:
 
 
 def _omniglot_model(config: Config) -> Callable[[], nn.Module]:
-    """The model factory of an Omniglot run: Conv4 (with an ``n_way`` head unless a metric baseline), or the
-    relation / Siamese network of :mod:`metarl.fewshot.comparison`."""
+    """The model factory of an Omniglot run: Conv4 (with an ``n_way`` head unless a metric baseline), the
+    relation / Siamese network of :mod:`metarl.fewshot.comparison`, the SNAIL classifier or the MANN."""
     fs, algorithm = config.fewshot, config.algorithm
     if algorithm == "relationnet":
         return lambda: RelationNet(hidden=fs.hidden or 64)
     if algorithm == "siamese":
         return lambda: SiameseNet(embed_dim=fs.hidden or 4096)
+    if algorithm == "snail_classifier":
+        return lambda: SnailClassifier(fs.n_way, fs.k_shot, hidden=fs.hidden or 64)
+    if algorithm == "mann":
+        return lambda: MANN(
+            fs.n_way,
+            hidden=fs.hidden or 200,
+            slots=fs.mann_slots,
+            width=fs.mann_width,
+            heads=fs.mann_read_heads,
+            gamma=fs.mann_usage_decay,
+        )
     head = None if algorithm in METRIC_ALGORITHMS else fs.n_way
     hidden, downsample, feature_map = fs.hidden or 64, fs.downsample, fs.feature_map
     return lambda: Conv4(n_way=head, hidden=hidden, downsample=downsample, feature_map=feature_map)
