@@ -2,8 +2,8 @@
 
 A results path (``docs/results/fewshot/...``, or ``fewshot/...`` / ``maml_trpo/...`` / ``reptile/...`` / ``rl2/...``
 inside ``docs/results/``) must exist in the checkout, or else its passage (the line, in a code block; the paragraph or
-table, in prose) must name a commit that holds it, as in "in git history (commit 8d255f6)"; where the checkout has its git history, the test
-checks that the named commit really holds the path.
+table, in prose) must name a commit that holds it, as in "in git history (commit 8d255f6)"; where the checkout has
+its git history, the test checks that the named commit really holds the path.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ import numpy as np
 from scipy import stats
 
 from metarl.evaluate import adaptation_returns, held_out_tasks, load_trained, make_algorithm
-from metarl.sb3_baselines import load_baseline
 from metarl.run_dir import read_run_config
 from metarl.sampling import configured_sampler
+from metarl.sb3_baselines import load_baseline
 from metarl.train import make_env
 
 SCHEDULES = [
