@@ -1,12 +1,11 @@
 """Reptile as a meta-RL learner: the outer step by hand, fresh episodes per inner step, resume, budget, evaluation."""
 
 import json
-import signal
 
 import numpy as np
 import pytest
 import torch
-from cli_runs import sets, train
+from cli_runs import interrupted_and_straight, sets, train
 from test_resume import rows, same
 from torch.func import functional_call
 
@@ -140,23 +139,8 @@ def test_several_gradient_steps_per_batch_are_refused_with_one_line(tmp_path, re
 def test_interrupted_reptile_run_resumes_exactly(tmp_path, repo_root, monkeypatch):
     """SIGINT during iteration 3 (checkpoints every 2): ``--resume`` ends bit for bit where an uninterrupted run ends,
     on the same outer step-size schedule."""
-    from metarl.train import MetaRLTrainer
-
     monkeypatch.chdir(repo_root)
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert train(REPTILE, "--run-dir", str(straight), *sets("iterations=4", *TINY)) == 0
-    original = MetaRLTrainer.run_iteration
-
-    def interrupted(self, iteration):
-        if iteration == 2:
-            signal.raise_signal(signal.SIGINT)
-        return original(self, iteration)
-
-    monkeypatch.setattr(MetaRLTrainer, "run_iteration", interrupted)
-    assert train(REPTILE, "--run-dir", str(stopped), *sets("iterations=4", *TINY)) == 128 + signal.SIGINT
-    assert load_checkpoint(latest_checkpoint(stopped))["iteration"] == 3
-    monkeypatch.setattr(MetaRLTrainer, "run_iteration", original)
-    assert train("--resume", str(stopped)) == 0
+    straight, stopped = interrupted_and_straight(REPTILE, TINY, tmp_path, monkeypatch)
     assert rows(straight) == rows(stopped) and len(rows(stopped)) == 4
     a, b = load_checkpoint(latest_checkpoint(straight)), load_checkpoint(latest_checkpoint(stopped))
     assert same(a["algorithm"], b["algorithm"]) and a["algorithm"]["reptile_iterations_done"] == 4

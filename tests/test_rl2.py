@@ -4,11 +4,11 @@ algorithm run through ``metarl train`` / ``--resume`` / ``metarl evaluate``."""
 import csv
 import json
 import math
-import signal
 
 import numpy as np
 import pytest
 import torch
+from cli_runs import interrupted_and_straight
 
 from metarl.algorithms.rl2 import RL2
 from metarl.checkpoint import latest_checkpoint, load_checkpoint
@@ -251,23 +251,8 @@ def test_bad_algorithm_is_one_line_naming_the_valid_ones_exit_2(tmp_path, repo_r
 def test_interrupted_rl2_run_resumes_exactly(tmp_path, repo_root, monkeypatch, capsys):
     """SIGINT during iteration 3 (checkpoints every 2): iteration 3 finishes and is checkpointed; ``--resume`` then
     ends bit for bit where an uninterrupted 4-iteration run ends (agent, Adam state, progress rows)."""
-    from metarl.train import MetaRLTrainer
-
     monkeypatch.chdir(repo_root)
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert train(BANDIT, "--run-dir", str(straight), *sets("iterations=4", *TINY)) == 0
-    original = MetaRLTrainer.run_iteration
-
-    def interrupted(self, iteration):
-        if iteration == 2:
-            signal.raise_signal(signal.SIGINT)
-        return original(self, iteration)
-
-    monkeypatch.setattr(MetaRLTrainer, "run_iteration", interrupted)
-    assert train(BANDIT, "--run-dir", str(stopped), *sets("iterations=4", *TINY)) == 128 + signal.SIGINT
-    assert load_checkpoint(latest_checkpoint(stopped))["iteration"] == 3 and len(rows(stopped)) == 3
-    monkeypatch.setattr(MetaRLTrainer, "run_iteration", original)
-    assert train("--resume", str(stopped)) == 0
+    straight, stopped = interrupted_and_straight(BANDIT, TINY, tmp_path, monkeypatch)
     assert rows(straight) == rows(stopped) and len(rows(stopped)) == 4
     assert same_checkpoints(latest_checkpoint(straight), latest_checkpoint(stopped))
     assert "optimizer" in load_checkpoint(latest_checkpoint(stopped))["algorithm"]

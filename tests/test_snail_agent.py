@@ -4,12 +4,11 @@ log-probabilities recomputed at update time equal the sampled ones (local and Ra
 
 import json
 import math
-import signal
 
 import numpy as np
 import pytest
 import torch
-from cli_runs import sets, train
+from cli_runs import interrupted_and_straight, sets, train
 
 from metarl.checkpoint import latest_checkpoint, load_checkpoint
 from metarl.cli import main
@@ -222,23 +221,8 @@ def test_one_iteration_through_metarl_train(tmp_path, repo_root, monkeypatch):
 def test_interrupted_snail_run_resumes_exactly(tmp_path, repo_root, monkeypatch):
     """SIGINT during iteration 3 (checkpoints every 2): ``--resume`` ends bit for bit where an uninterrupted
     4-iteration run ends (agent, Adam state, progress rows)."""
-    from metarl.train import MetaRLTrainer
-
     monkeypatch.chdir(repo_root)
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    assert train(BANDIT, "--run-dir", str(straight), *sets("iterations=4", *TINY)) == 0
-    original = MetaRLTrainer.run_iteration
-
-    def interrupted(self, iteration):
-        if iteration == 2:
-            signal.raise_signal(signal.SIGINT)
-        return original(self, iteration)
-
-    monkeypatch.setattr(MetaRLTrainer, "run_iteration", interrupted)
-    assert train(BANDIT, "--run-dir", str(stopped), *sets("iterations=4", *TINY)) == 128 + signal.SIGINT
-    assert load_checkpoint(latest_checkpoint(stopped))["iteration"] == 3
-    monkeypatch.setattr(MetaRLTrainer, "run_iteration", original)
-    assert train("--resume", str(stopped)) == 0
+    straight, stopped = interrupted_and_straight(BANDIT, TINY, tmp_path, monkeypatch)
     assert rows(straight) == rows(stopped) and len(rows(stopped)) == 4
     a, b = (load_checkpoint(latest_checkpoint(run))["algorithm"] for run in (straight, stopped))
     assert a["agent"].keys() == b["agent"].keys()
