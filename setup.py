@@ -27,6 +27,10 @@ setup(
         "pillow>=9",  # metarl.fewshot: Omniglot images (PIL)
         "grpcio>=1.42",  # metarl.sampling.ray_sampler probes a Ray address; core ray does not require grpcio
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.4"]},
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.4"],
+        # Meta-World ML1/ML10 (metarl_envs.meta_world); metaworld 3.1 pins mujoco==3.3.0, which the suite also runs on
+        "metaworld": ["metaworld>=3.1"],
+    },
     entry_points={"console_scripts": ["metarl=metarl.cli:main"]},
 )

@@ -27,13 +27,20 @@ def task_vector(task: Mapping[str, Any]) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
 
 
-def task_columns(task: Mapping[str, Any]) -> dict[str, float]:
+def task_columns(task: Mapping[str, Any]) -> dict[str, float | int | str]:
     """Task parameters as flat CSV columns: a number keeps its key (``velocity``); a short vector becomes
-    ``goal_x, goal_y`` (2 or 3 entries) or ``means_0, means_1, ...``. Matrices (TabularMDP) are left out: they
+    ``goal_x, goal_y`` (2 or 3 entries) or ``means_0, means_1, ...``; an int stays an int and a string a string
+    (Meta-World's index and env_name). Matrices (TabularMDP) are left out: they
     would add hundreds of columns and the task index already identifies the task.
     """
-    columns: dict[str, float] = {}
+    columns: dict[str, float | int | str] = {}
     for key, value in task.items():
+        if isinstance(value, str):  # Meta-World: env_name, split
+            columns[key] = value
+            continue
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # a direction, Meta-World's index
+            columns[key] = int(value)
+            continue
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             columns[key] = float(value)
             continue

@@ -22,6 +22,9 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 
     rows = envs.describe_families()
     for row in rows:
+        if "not_installed" in row:
+            print(f"{row['id']}  ({row['family']}): not installed; {row['not_installed']}")
+            continue
         print(f"{row['id']}  ({row['family']}, horizon {row['horizon']})")
         print(f"    tasks:        {row['task_parameters']}")
         print(f"    observation:  {row['observation_space']}")
@@ -128,14 +131,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     from .plot import output_paths, plot_adaptation, plot_training
 
-    name = "training.png" if args.training else "adaptation.png"
+    name = ("training" if args.training else "adaptation") + ("_success" if args.success else "") + ".png"
     output = args.output or str(Path(args.runs[0]) / "evaluation" / name)
     paths = output_paths(output, args.formats)
     if args.training:
-        written = plot_training(args.runs, paths)
+        written = plot_training(args.runs, paths, success=args.success)
     else:
         methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
-        written = plot_adaptation(args.runs, paths, methods)
+        written = plot_adaptation(args.runs, paths, methods, success=args.success)
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -198,6 +201,7 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     pl.add_argument("--formats", help="write several formats, e.g. png,svg (suffix of -o replaced)")
     pl.add_argument("--training", action="store_true", help="training curves from progress.csv instead")
     pl.add_argument("--methods", help="only these methods, e.g. maml,oracle (default: all evaluated)")
+    pl.add_argument("--success", action="store_true", help="success rate instead of return (Meta-World runs)")
     pl.set_defaults(func=_cmd_plot)
 
     bl = commands.add_parser("baseline", help="train SB3 PPO baselines (pretrained, oracle)")

@@ -24,6 +24,8 @@ class EpisodeBatch:
     actions: ``[N, E, T, act_dim]`` float32 (continuous) or ``[N, E, T]`` int64 (discrete)
     rewards, log_probs, mask: ``[N, E, T]`` float32; log_probs are those of the behaviour policy
     tasks: the N task dicts, in order
+    success: ``[N, E]`` float32, 1 where the episode succeeded at some step (envs that report ``info["success"]``,
+    such as Meta-World), else None
     """
 
     observations: Any
@@ -32,6 +34,7 @@ class EpisodeBatch:
     log_probs: Any
     mask: Any
     tasks: list[dict] = field(default_factory=list)
+    success: Any = None
 
     @property
     def num_tasks(self) -> int:
@@ -60,6 +63,11 @@ class EpisodeBatch:
         """Environment steps taken in the whole batch."""
         return int(self.mask.sum())
 
+    @property
+    def success_rate(self) -> float | None:
+        """Fraction of the batch's episodes that succeeded, or None when the env does not report success."""
+        return None if self.success is None else float(np.asarray(self.success, dtype=np.float64).mean())
+
     def task(self, index: int) -> EpisodeBatch:
         """The episodes of one task, keeping a leading task axis of size 1."""
         return self.select([index])
@@ -67,7 +75,8 @@ class EpisodeBatch:
     def select(self, indices: list[int]) -> EpisodeBatch:
         """The episodes of the given tasks, in that order."""
         arrays = {name: getattr(self, name)[list(indices)] for name in ARRAY_FIELDS}
-        return EpisodeBatch(**arrays, tasks=[self.tasks[i] for i in indices] if self.tasks else [])
+        success = None if self.success is None else self.success[list(indices)]
+        return EpisodeBatch(**arrays, tasks=[self.tasks[i] for i in indices] if self.tasks else [], success=success)
 
     def to_torch(self, device: torch.device | str = "cpu") -> EpisodeBatch:
         """A copy holding tensors on ``device`` (float32, actions int64 when discrete)."""
@@ -75,7 +84,7 @@ class EpisodeBatch:
         for name in ARRAY_FIELDS:
             value = getattr(self, name)
             arrays[name] = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value, device=device)
-        return EpisodeBatch(**arrays, tasks=list(self.tasks))
+        return EpisodeBatch(**arrays, tasks=list(self.tasks), success=self.to_numpy_success())
 
     def to_numpy(self) -> EpisodeBatch:
         """A copy holding NumPy arrays."""
@@ -83,7 +92,13 @@ class EpisodeBatch:
         for name in ARRAY_FIELDS:
             value = getattr(self, name)
             arrays[name] = value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
-        return EpisodeBatch(**arrays, tasks=list(self.tasks))
+        return EpisodeBatch(**arrays, tasks=list(self.tasks), success=self.to_numpy_success())
+
+    def to_numpy_success(self) -> np.ndarray | None:
+        """``success`` as a NumPy array (it stays on the CPU: it is a statistic, never a training input)."""
+        if self.success is None:
+            return None
+        return self.success.detach().cpu().numpy() if torch.is_tensor(self.success) else np.asarray(self.success)
 
     @staticmethod
     def concatenate(batches: list[EpisodeBatch]) -> EpisodeBatch:
@@ -91,11 +106,17 @@ class EpisodeBatch:
         first = batches[0]
         stack = torch.cat if torch.is_tensor(first.rewards) else np.concatenate
         arrays = {name: stack([getattr(b, name) for b in batches]) for name in ARRAY_FIELDS}
-        return EpisodeBatch(**arrays, tasks=[t for b in batches for t in b.tasks])
+        successes = [b.to_numpy_success() for b in batches]
+        success = None if any(s is None for s in successes) else np.concatenate(successes)
+        return EpisodeBatch(**arrays, tasks=[t for b in batches for t in b.tasks], success=success)
 
     def equals(self, other: EpisodeBatch) -> bool:
         """Bitwise equality of every array and the task list (for determinism tests)."""
         a, b = self.to_numpy(), other.to_numpy()
+        if (a.success is None) != (b.success is None):
+            return False
+        if a.success is not None and not np.array_equal(a.success, b.success):
+            return False
         return a.tasks == b.tasks and all(
             np.array_equal(getattr(a, f.name), getattr(b, f.name)) for f in fields(self) if f.name in ARRAY_FIELDS
         )

@@ -5,7 +5,8 @@ Files in ``RUN/evaluation/`` (all written atomically: a temporary file in the sa
 - ``adaptation.csv`` (MAML) and ``adaptation_<method>.csv`` (baselines): columns ``method, task, step, return``
   and the task parameters (``velocity``, ``goal_x, goal_y``, ...), one row per task and gradient step. ``return``
   is the task's mean undiscounted return over the episodes sampled at that step.
-- ``summary.json``: per method and step the mean, std, 95% confidence interval and number of tasks, plus the
+- ``summary.json``: per method and step the mean, std, 95% confidence interval and number of tasks (``steps``; for
+  envs that report success, such as Meta-World, the same for the per-task success rate in ``success_steps``), plus the
   settings (seed, tasks, episodes, step sizes, checkpoint) that produced them. Evaluating another method merges
   into the file; the other methods' entries are kept.
 
@@ -74,16 +75,23 @@ def summarize(returns: np.ndarray) -> list[dict[str, float]]:
     return rows
 
 
-def csv_text(method: str, tasks: Sequence[Mapping[str, Any]], returns: np.ndarray) -> str:
-    """The CSV of one method: a row per (task, step), floats written as their shortest exact decimal (``repr``)."""
+def csv_text(
+    method: str, tasks: Sequence[Mapping[str, Any]], returns: np.ndarray, success: np.ndarray | None = None
+) -> str:
+    """The CSV of one method: a row per (task, step), floats written as their shortest exact decimal (``repr``).
+
+    ``success`` (same shape as ``returns``, envs that report it): the fraction of the task's episodes that succeeded
+    at that step, in a ``success`` column after ``return``."""
     params = [task_columns(task) for task in tasks]
     extra = list(params[0]) if params else []
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["method", "task", "step", "return", *extra])
+    writer.writerow(["method", "task", "step", "return", *(["success"] if success is not None else []), *extra])
     for i, columns in enumerate(params):
         for step in range(returns.shape[1]):
-            writer.writerow([method, i, step, repr(float(returns[i, step])), *(repr(columns[k]) for k in extra)])
+            rates = [repr(float(success[i, step]))] if success is not None else []
+            cells = [columns[k] if isinstance(columns[k], str) else repr(columns[k]) for k in extra]
+            writer.writerow([method, i, step, repr(float(returns[i, step])), *rates, *cells])
     return out.getvalue()
 
 
@@ -156,10 +164,15 @@ def format_table(summary: Mapping[str, Any]) -> str:
     lines = [header, "-" * len(header)]
     for method, entry in summary.get("methods", {}).items():
         name = entry.get("algorithm", method) if method == "maml" else method  # the run's own: maml_trpo, reptile
-        for row in entry["steps"]:
+        success = entry.get("success_steps")
+        for i, row in enumerate(entry["steps"]):
             mean, std, low, high = (_num(row[k]) for k in ("mean", "std", "ci95_low", "ci95_high"))
             ci = f"[{low:.4g}, {high:.4g}]"
-            lines.append(f"{name:<11} {row['step']:>4} {mean:>11.4g} {std:>10.4g} {ci:>25} {row['n']:>4}")
+            line = f"{name:<11} {row['step']:>4} {mean:>11.4g} {std:>10.4g} {ci:>25} {row['n']:>4}"
+            if success is not None:  # Meta-World: success rate over tasks with its 95% interval
+                rate, half = _num(success[i]["mean"]), _num(success[i]["ci95"])
+                line += f"   success {100 * rate:5.1f}% +- {100 * half:.1f}"
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -171,17 +171,29 @@ def adaptation_returns(
     algorithm: Any, sampler: Any, tasks: list[dict], episodes: int, step_sizes: Sequence[float], seed: int
 ) -> np.ndarray:
     """``[tasks, len(step_sizes) + 1]`` mean returns after 0, 1, ... inner steps, fresh episodes at each step."""
+    return adaptation_curves(algorithm, sampler, tasks, episodes, step_sizes, seed)[0]
+
+
+def adaptation_curves(
+    algorithm: Any, sampler: Any, tasks: list[dict], episodes: int, step_sizes: Sequence[float], seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean return and success rate per task after 0, 1, ... inner steps (``[tasks, len(step_sizes) + 1]`` each;
+    success is None for envs that do not report it), fresh episodes at each step."""
     policy = algorithm.policy
     base = {name: p.detach().clone() for name, p in policy.named_parameters()}
     params: Params | list[Params] = base
     returns = np.zeros((len(tasks), len(step_sizes) + 1))
+    success: np.ndarray | None = None
     for step in range(len(step_sizes) + 1):
         batch = sampler.sample(policy, params, tasks, episodes, seed=derived_eval_seed(seed, SAMPLE, step))
         returns[:, step] = np.asarray(batch.returns, dtype=np.float64).mean(axis=1)
+        if batch.success is not None:
+            success = np.zeros_like(returns) if success is None else success
+            success[:, step] = np.asarray(batch.success, dtype=np.float64).mean(axis=1)
         if step < len(step_sizes):
             starts = params if isinstance(params, list) else [base] * len(tasks)
             params = adapt_step(algorithm, batch, starts, step_sizes[step])
-    return returns
+    return returns, success
 
 
 def derived_eval_seed(seed: int, *keys: int) -> int:
@@ -264,17 +276,18 @@ def evaluate_run(
 
         sizes = []
         seeds = np.array([[derived_eval_seed(seed, ORACLE, i, j) for j in range(episodes)] for i in range(tasks)])
-        returns = oracle_returns(policy, config, held_out, episodes, seeds)[:, None]
+        returns, success = oracle_returns(policy, config, held_out, episodes, seeds)[:, None], None
     else:
         from .sampling import configured_sampler
 
         with configured_sampler(config, backend, workers, ray_address) as sampler:
-            returns = adaptation_returns(algorithm, sampler, held_out, episodes, sizes, seed)
+            returns, success = adaptation_curves(algorithm, sampler, held_out, episodes, sizes, seed)
 
     entry.update(step_sizes=sizes, csv=csv_name(method), steps=summarize(returns))
+    if success is not None:
+        entry.update(success_steps=summarize(success), success_rule="an episode succeeds if any step has success")
     folder = run / "evaluation"
     summary = merge_summary(read_summary(folder), method, entry, config.env.id)
-    write_atomic(
-        {folder / csv_name(method): csv_text(method, held_out, returns), folder / "summary.json": summary_json(summary)}
-    )
+    text = csv_text(method, held_out, returns, success)
+    write_atomic({folder / csv_name(method): text, folder / "summary.json": summary_json(summary)})
     return summary

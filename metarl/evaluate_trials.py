@@ -93,24 +93,26 @@ def evaluate_trial_run(
         from .sampling import configured_sampler
 
         with configured_sampler(config, backend, workers, ray_address) as sampler:
-            returns = algorithm.evaluation_returns(sampler, held_out, trials, derived_eval_seed(seed, SAMPLE))
+            curves = algorithm.evaluation_curves(sampler, held_out, trials, derived_eval_seed(seed, SAMPLE))
+        returns, success = curves
     elif method in MDP_STRATEGIES:
         from .train import make_env
 
         env = make_env(config)
         horizon = int(env.unwrapped.horizon)
         env.close()
-        returns = tabular_returns(method, held_out, horizon, k)
+        returns, success = tabular_returns(method, held_out, horizon, k), None
     else:
         seeds = [derived_eval_seed(seed, BANDIT, i) for i in range(tasks)]
-        returns = bandit_returns(method, held_out, k, trials, seeds)
+        returns, success = bandit_returns(method, held_out, k, trials, seeds), None
 
     entry.update(csv=csv_name(method), steps=summarize(returns), trial=summarize(returns.sum(1, keepdims=True))[0])
+    if success is not None:  # Meta-World: success rate of episode 1..K of a trial
+        entry.update(success_steps=summarize(success), success_rule="an episode succeeds if any step has success")
     folder = run / "evaluation"
     summary = merge_summary(read_summary(folder), method, entry, config.env.id)
-    write_atomic(
-        {folder / csv_name(method): csv_text(method, held_out, returns), folder / "summary.json": summary_json(summary)}
-    )
+    text = csv_text(method, held_out, returns, success)
+    write_atomic({folder / csv_name(method): text, folder / "summary.json": summary_json(summary)})
     return summary
 
 

@@ -4,6 +4,7 @@
   95% confidence band of ``summary.json``; a baseline evaluated at step 0 only (the oracle) is a flat dashed line.
 - Training (``--training``): average return before and after adaptation vs meta-iteration, and vs env steps, from
   ``progress.csv``.
+- ``success=True`` (``--success``): the same figures for the success rate (Meta-World runs, which record it).
 
 Figures are drawn on a bare :class:`matplotlib.figure.Figure` (Agg canvas): no display, no pyplot global state.
 """
@@ -35,7 +36,7 @@ LABELS = {
     "oracle": "oracle (PPO, observes the task)",
 }
 STYLES = {"maml": "-", "random": ":", "pretrained": "--", "oracle": "-."}
-YLABELS = {"return": "average return", "accuracy": "accuracy", "mse": "mean squared error"}
+YLABELS = {"return": "average return", "accuracy": "accuracy", "mse": "mean squared error", "success": "success rate"}
 
 
 def output_paths(output: str | Path, formats: str | None) -> list[Path]:
@@ -102,13 +103,16 @@ def _save(fig: Any, paths: Sequence[Path]) -> list[Path]:
 
 
 def plot_adaptation(
-    runs: Sequence[str | Path], paths: Sequence[Path], methods: Sequence[str] | None = None
+    runs: Sequence[str | Path], paths: Sequence[Path], methods: Sequence[str] | None = None, success: bool = False
 ) -> list[Path]:
-    """Return vs gradient steps with 95% confidence bands, one line per (run, method); writes ``paths``."""
+    """Return (or, with ``success``, success rate) vs gradient steps with 95% confidence bands, one line per
+    (run, method); writes ``paths``."""
     import matplotlib
     from matplotlib.figure import Figure
 
     loaded = load_evaluations(runs)
+    if success:  # the success-rate statistics in place of the returns; methods without them are left out
+        loaded = [(run, _success_summary(run, summary)) for run, summary in loaded]
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     max_step = max(max(r["step"] for e in s["methods"].values() for r in e["steps"]) for _, s in loaded)
@@ -140,7 +144,7 @@ def plot_adaptation(
     axes = {entry.get("axis") for _, s in loaded for entry in s["methods"].values()}
     trial_based = axes != {None}
     ax.set_xlabel("episode of the trial (0 = first)" if trial_based else "number of gradient steps")
-    metrics = {summary.get("metric", "return") for _, summary in loaded}
+    metrics = {"success"} if success else {summary.get("metric", "return") for _, summary in loaded}
     metric = metrics.pop() if len(metrics) == 1 else "value"
     ax.set_ylabel(f"{YLABELS.get(metric, metric)} (held-out tasks)")
     if max_step <= 20:
@@ -153,8 +157,21 @@ def plot_adaptation(
     return _save(fig, paths)
 
 
-def plot_training(runs: Sequence[str | Path], paths: Sequence[Path]) -> list[Path]:
-    """Return before/after adaptation vs iteration (left) and vs env steps (right), from ``progress.csv``."""
+def _success_summary(run: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with each method's success-rate statistics as its ``steps``; one line when there are none."""
+    methods = {
+        name: {**entry, "steps": entry["success_steps"]}
+        for name, entry in summary["methods"].items()
+        if "success_steps" in entry
+    }
+    if not methods:
+        raise EvaluationError(f"run folder '{run}' has no success rates (only Meta-World runs record them)")
+    return {**summary, "methods": methods}
+
+
+def plot_training(runs: Sequence[str | Path], paths: Sequence[Path], success: bool = False) -> list[Path]:
+    """Return (or, with ``success``, success rate) before/after adaptation vs iteration (left) and vs env steps
+    (right), from ``progress.csv``."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.2))
@@ -179,6 +196,10 @@ def plot_training(runs: Sequence[str | Path], paths: Sequence[Path]) -> list[Pat
                 ("return_last_episode", "-", "last episode of a trial"),
                 ("trial_return", ":", "whole trial (sum)"),
             )
+        if success:
+            curves = tuple((k.replace("return", "success"), st, n) for k, st, n in curves if k != "trial_return")
+            if curves[0][0] not in rows[0]:
+                raise EvaluationError(f"run folder '{run}' has no success rates (only Meta-World runs record them)")
         for key, style, name in curves:
             xs = [r["iteration"] for r in rows if key in r]
             ys = [r[key] for r in rows if key in r]
@@ -192,7 +213,7 @@ def plot_training(runs: Sequence[str | Path], paths: Sequence[Path]) -> list[Pat
     right.xaxis.set_major_formatter(EngFormatter(sep=""))
     left.set_xlabel("meta-iteration")
     right.set_xlabel("environment steps")
-    left.set_ylabel("average return (training tasks)")
+    left.set_ylabel(f"{'success rate' if success else 'average return'} (training tasks)")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
     left.legend(fontsize="small")

@@ -11,6 +11,7 @@ SHOWN = {
     "env_steps": "steps",
     "return_pre": "pre",
     "return_post": "post",
+    "success_post": "success",
     "trial_return": "trial",
     "accuracy": "acc",
     "loss": "loss",

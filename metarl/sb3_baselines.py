@@ -250,7 +250,16 @@ def train_baseline(
         raise ConfigError(f"--timesteps must be positive, got {timesteps}")
     if n_envs < 1:
         raise ConfigError(f"--n-envs must be positive, got {n_envs}")
-    make_env(config).close()  # env id and kwargs checked before any work
+    env = make_env(config)  # env id and kwargs checked before any work
+    try:
+        task = env.unwrapped.sample_tasks(1, 0, split="train")[0]
+    finally:
+        env.close()
+    if kind == "oracle" and any(isinstance(value, str) for value in task.values()):
+        raise ConfigError(
+            f"--kind oracle observes the task's numbers, and {config.env.id}'s tasks are named goals "
+            f"({', '.join(task)}): no oracle for it"
+        )
     steps = int(timesteps) if timesteps is not None else default_timesteps(path, config)
     seed = config.seed if seed is None else int(seed)
 

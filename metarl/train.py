@@ -52,6 +52,8 @@ def make_env(config: Config) -> gym.Env:
         raise ConfigError(f"config key 'env.id': unknown environment '{config.env.id}' (known: {known})") from None
     try:
         env = gym.make(config.env.id, **config.env.kwargs)
+    except ImportError as exc:  # an optional extra (Meta-World) is not installed: the message says how to install it
+        raise ConfigError(f"config key 'env.id': {config.env.id} cannot be built: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'env.kwargs': {exc}") from None
     missing = [name for name in (*TASK_DISTRIBUTION_METHODS, "horizon") if not hasattr(env.unwrapped, name)]

@@ -19,12 +19,19 @@ def test_help_lists_the_commands(capsys):
         assert command in out
 
 
-def test_envs_lists_all_seven_families(capsys):
+def test_envs_lists_all_seven_families_and_the_meta_world_extra(capsys):
+    import importlib.util
+
     assert main(["envs"]) == 0
     out = capsys.readouterr().out
     for family in FAMILIES:
         assert f"metarl/{family}-v0" in out
-    assert out.count("tasks:") == len(FAMILIES)
+    extras = ["MetaWorldML1", "MetaWorldML10"]
+    for family in extras:
+        assert f"metarl/{family}-v0" in out
+    installed = importlib.util.find_spec("metaworld") is not None
+    assert out.count("tasks:") == len(FAMILIES) + (len(extras) if installed else 0)
+    assert out.count('not installed; pip install -e ".[metaworld]"') == (0 if installed else len(extras))
 
 
 def test_console_script_is_installed_and_exits_2_on_a_missing_config(tmp_path):

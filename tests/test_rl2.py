@@ -306,14 +306,20 @@ def rows_of(run, method):
 
 
 def test_every_rl2_experiment_loads_and_builds(repo_root):
+    import importlib.util
+
     from metarl.algorithms import build_algorithm
     from metarl.config import load_config
     from metarl.train import make_env
+    from metarl_envs import EXTRA_FAMILIES
 
     paths = sorted((repo_root / "experiments").glob("rl2_*.yaml"))
     assert len(paths) >= 5
+    have_metaworld = importlib.util.find_spec("metaworld") is not None
     for path in paths:
         config = load_config(path)
+        if config.env.id in EXTRA_FAMILIES and not have_metaworld:
+            continue  # the Meta-World config builds where the extra is installed (tests/test_meta_world.py)
         env = make_env(config)
         algorithm = build_algorithm(config, env, torch.device("cpu"))
         assert algorithm.name == "rl2" and algorithm.policy.hidden_size == 256

@@ -100,6 +100,8 @@ class MAMLTRPOAlgorithm:
             "time_sampling_s": time_sampling,
             "time_update_s": time_update,
         }
+        if support.success is not None:  # Meta-World: fraction of episodes that succeeded, before and after
+            row.update(success_pre=support.success_rate, success_post=query.success_rate)
         row.update({k: float(v) for k, v in metrics.items() if k not in row and isinstance(v, (int, float, bool))})
         return IterationResult(support.num_steps + query.num_steps, row)
 

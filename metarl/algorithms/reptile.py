@@ -84,12 +84,13 @@ class ReptileAlgorithm:
         episodes, k = self.config.maml.episodes_per_task, self.config.reptile.inner_steps
         theta = {name: p.detach().clone() for name, p in self.policy.named_parameters()}
         params: Params | list[Params] = theta
-        returns, env_steps, time_sampling, time_update = [], 0, 0.0, 0.0
+        returns, successes, env_steps, time_sampling, time_update = [], [], 0, 0.0, 0.0
         for step in range(k):
             start = time.perf_counter()
             batch = sampler.sample(self.policy, params, tasks, episodes, seed=seed(1 + step))
             time_sampling += time.perf_counter() - start
             returns.append(float(np.asarray(batch.returns, dtype=np.float64).mean()))
+            successes.append(batch.success_rate)
             env_steps += batch.num_steps
             start = time.perf_counter()
             params = self.learner.adapt(batch.to_torch(self.device), None if step == 0 else params)
@@ -109,6 +110,10 @@ class ReptileAlgorithm:
         if k > 1:  # after one inner step: the same quantity as MAML-TRPO's return_post
             row["return_post"] = returns[1]
         row.update({f"return_step{j}": r for j, r in enumerate(returns)})
+        if successes[0] is not None:  # Meta-World
+            row["success_pre"] = successes[0]
+            if k > 1:
+                row["success_post"] = successes[1]
         row.update(outer_lr=eps, step_norm=step_norm, time_sampling_s=time_sampling, time_update_s=time_update)
         return IterationResult(env_steps, row)
 

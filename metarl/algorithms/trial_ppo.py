@@ -82,6 +82,10 @@ class TrialPPO:
             "time_sampling_s": time_sampling,
             "time_update_s": time_update,
         }
+        if batch.success is not None:  # Meta-World: success of the first and of the last episode of each trial
+            success = np.asarray(batch.success).reshape(-1, self.c.episodes_per_trial)
+            row["success_first_episode"] = float(success[:, 0].mean())
+            row["success_last_episode"] = float(success[:, -1].mean())
         return IterationResult(batch.num_steps, row)
 
     def lanes(self, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
@@ -155,9 +159,20 @@ class TrialPPO:
 
     def evaluation_returns(self, sampler: Any, tasks: list[dict], episodes: int, seed: int) -> np.ndarray:
         """Per task, the return of episode 1..K of a trial, averaged over ``episodes`` trials: ``[tasks, K]``."""
+        return self.evaluation_curves(sampler, tasks, episodes, seed)[0]
+
+    def evaluation_curves(
+        self, sampler: Any, tasks: list[dict], episodes: int, seed: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per task and episode 1..K of a trial, the return and the success rate (None for envs that do not report
+        success), averaged over ``episodes`` trials: ``[tasks, K]`` each."""
         batch = self.sample_trials(sampler, tasks, episodes, seed)
-        returns = np.asarray(batch.returns, dtype=np.float64)
-        return returns.reshape(len(tasks), episodes, self.c.episodes_per_trial).mean(axis=1)
+
+        def per_episode(values: Any) -> np.ndarray:
+            x = np.asarray(values, dtype=np.float64)
+            return x.reshape(len(tasks), episodes, self.c.episodes_per_trial).mean(axis=1)
+
+        return per_episode(batch.returns), None if batch.success is None else per_episode(batch.success)
 
     def state_dict(self) -> dict[str, Any]:
         return {"agent": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}

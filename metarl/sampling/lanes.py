@@ -32,6 +32,10 @@ class Lanes(Protocol):
     discrete: bool
     act_dim: int
     """Action dimension (continuous) or number of actions (discrete)."""
+    reports_success: bool
+    """Whether the env reports ``info["success"]`` (Meta-World); then ``success`` holds the last step's flags."""
+    success: np.ndarray
+    """``[L]`` bool: the success flag of each lane's last step (meaningful only when ``reports_success``)."""
 
     def reset(self, tasks: list[dict], seeds: list[int]) -> np.ndarray:
         """Start an episode on every lane; observations ``[L, obs_dim]`` float32."""
@@ -65,9 +69,11 @@ class GymLanes:
         self._envs: list[gym.Env] = [first if first is not None else _make_env(env_id, self._env_kwargs)]
         self.horizon = int(self._envs[0].horizon)
         self.discrete, self.act_dim = _space_info(self._envs[0])
+        self.reports_success = bool(getattr(self._envs[0], "reports_success", False))
         self._obs = np.zeros((0,), np.float32)
         self._rewards = np.zeros((0,), np.float32)
         self._done = np.zeros((0,), bool)
+        self.success = np.zeros((0,), bool)
 
     def reset(self, tasks: list[dict], seeds: list[int]) -> np.ndarray:
         n = len(tasks)
@@ -80,15 +86,17 @@ class GymLanes:
         self._obs = np.asarray(first, dtype=np.float32)
         self._rewards = np.zeros(n, np.float32)
         self._done = np.zeros(n, bool)
+        self.success = np.zeros(n, bool)
         return self._obs.copy()
 
     def step(self, actions: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        obs, rewards, done, envs = self._obs, self._rewards, self._done, self._envs
+        obs, rewards, done, envs, success = self._obs, self._rewards, self._done, self._envs, self.success
         for i in np.flatnonzero(active).tolist():
-            o, r, terminated, truncated, _ = envs[i].step(actions[i])
+            o, r, terminated, truncated, info = envs[i].step(actions[i])
             obs[i] = o
             rewards[i] = r
             done[i] = terminated or truncated
+            success[i] = bool(info.get("success", False))
         return obs, rewards, done
 
 
@@ -134,11 +142,14 @@ class HalfCheetahLanes(GymLanes):
 class BatchedNavigationLanes:
     """All lanes of Navigation2D as one ``BatchedNavigation2D`` (rebuilt when the lane count changes)."""
 
+    reports_success = False
+
     def __init__(self, env_kwargs: dict[str, Any]) -> None:
         probe = _make_env(NAVIGATION_ID, env_kwargs)  # validates the kwargs like the single env does
         self.horizon = int(probe.horizon)
         self.discrete, self.act_dim = _space_info(probe)
         self._batch = None
+        self.success = np.zeros((0,), bool)
 
     def reset(self, tasks: list[dict], seeds: list[int]) -> np.ndarray:
         from metarl_envs.navigation import BatchedNavigation2D
@@ -165,5 +176,11 @@ def make_lanes(env_id: str, env_kwargs: dict[str, Any], batched: bool = True) ->
 
 def lanes_per_chunk(env_id: str) -> int:
     """How many lanes a chunk aims for by default: large for the one-op batched env, moderate for env loops
-    (enough for a cheap batched forward, small enough that several workers share the work)."""
-    return 4096 if env_id == NAVIGATION_ID else 80
+    (enough for a cheap batched forward, small enough that several workers share the work), small for Meta-World,
+    whose step is ~90% of a rollout's time: batching the policy saves little there, and many small chunks keep
+    every worker busy to the end (``benchmarks/sampling_metaworld.py``)."""
+    from metarl_envs import EXTRA_FAMILIES
+
+    if env_id == NAVIGATION_ID:
+        return 4096
+    return 10 if env_id in EXTRA_FAMILIES else 80

@@ -162,6 +162,7 @@ def _rollout_chunk(
     rew_rec = np.zeros((num_lanes, ept, horizon), np.float32)
     logp_rec = np.zeros((num_lanes, ept, horizon), np.float32)
     mask_rec = np.zeros((num_lanes, ept, horizon), np.float32)
+    success_rec = np.zeros((num_lanes, ept), np.float32) if lanes.reports_success else None
 
     if stateful:
         state = policy.initial_state(num_lanes)
@@ -203,6 +204,8 @@ def _rollout_chunk(
                 mask_rec[:, k, t] = active
                 obs, rewards, done = lanes.step(action_np, active)
                 rew_rec[:, k, t] = rewards
+                if success_rec is not None:  # an episode succeeds if any of its steps does (Meta-World's rule)
+                    success_rec[:, k] = np.maximum(success_rec[:, k], lanes.success & active)
                 if t == horizon - 1:
                     done = np.ones(num_lanes, bool)
                 if stateful:
@@ -230,6 +233,7 @@ def _rollout_chunk(
         log_probs=to_tasks(logp_rec),
         mask=to_tasks(mask_rec),
         tasks=[dict(task) for task in chunk.tasks],
+        success=None if success_rec is None else success_rec.reshape(num_tasks, trials * ept),
     )
 
 
