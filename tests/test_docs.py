@@ -1,9 +1,9 @@
 """Links into ``docs/results/`` from README.md and docs/**/*.md point at files that exist.
 
 A results path (``docs/results/fewshot/...``, or ``fewshot/...`` / ``maml_trpo/...`` / ``reptile/...`` / ``rl2/...``
-inside ``docs/results/``) must exist in the checkout, or else its passage (the line, in a code block; the paragraph or
-table, in prose) must name a commit that holds it, as in "in git history (commit 8d255f6)"; where the checkout has
-its git history, the test checks that the named commit really holds the path.
+/ ``metaworld/...`` inside ``docs/results/``) must exist in the checkout, or else its passage (the line, in a code
+block; the paragraph or table, in prose) must name a commit that holds it, as in "in git history (commit 8d255f6)";
+where the checkout has its git history, the test checks that the named commit really holds the path.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "docs" / "results"
 PATH = re.compile(
-    r"(?<![\w./{-])((?:docs/results/)?(?:fewshot|maml_trpo|reptile|rl2|navigation_diagnosis)/[\w.\-/{},<>]*)"
+    r"(?<![\w./{-])((?:docs/results/)?(?:fewshot|maml_trpo|reptile|rl2|navigation_diagnosis|metaworld)/[\w.\-/{},<>]*)"
 )
 COMMIT = re.compile(r"(?<![\w/.-])([0-9a-f]{7,40})(?![\w/.-])")
 
