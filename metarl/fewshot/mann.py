@@ -142,8 +142,9 @@ class MANN(nn.Module):
         """``x [B, T, input_size**2]``, ``prev_labels [B, T, n_way]`` -> ``(logits [B, T, n_way], final state)``."""
         state = self.initial_state(x.shape[0], x) if state is None else state
         logits = []
-        for t in range(x.shape[1]):
-            out, state = self.step(x[:, t], prev_labels[:, t], state)
+        # unbind, not x[:, t]: the backward of indexing per step writes a full-size gradient each time (O(T^2))
+        for x_t, label_t in zip(x.unbind(1), prev_labels.unbind(1), strict=True):
+            out, state = self.step(x_t, label_t, state)
             logits.append(out)
         return torch.stack(logits, dim=1), state
 

@@ -89,10 +89,12 @@ class RL2Agent(TrialDistributions, nn.Module):
 
         h = self.initial_state(lanes) if state is None else state
         hidden = []
-        for s in range(steps):
-            new = self._gru(x_gates[:, s], h)
+        # unbind, not x_gates[:, s]: the backward of each indexing op writes a full-size zero gradient, which made
+        # backward quadratic in the trial length (195 s instead of ~2 s for 5 trials of 5,000 steps).
+        for x_s, active_s in zip(x_gates.unbind(1), active.unbind(1), strict=True):
+            new = self._gru(x_s, h)
             hidden.append(new)
-            h = torch.where(active[:, s].unsqueeze(-1), new, h)
+            h = torch.where(active_s.unsqueeze(-1), new, h)
         stacked = torch.stack(hidden, dim=1)
         dist = tuple(x.reshape(lanes, k, horizon, *x.shape[2:]) for x in self.head(stacked))
         return dist, self.value_of(stacked).reshape(lanes, k, horizon), h
