@@ -6,7 +6,7 @@
 #
 #   bash docs/results/metaworld/reproduce.sh [reach|push|ml10|all]
 #
-# Two Ray workers (the configs' default). Iterations: reach 16, push and ML10 as in the results page.
+# Two Ray workers (the configs' default). Iterations: reach 16, push 31, ML10 46 (docs/results/metaworld.md).
 set -euo pipefail
 which="${1:-all}"
 out=docs/results/metaworld
@@ -33,5 +33,5 @@ run() {  # name config iterations
 }
 
 [[ "$which" == reach || "$which" == all ]] && run ml1_reach experiments/maml_trpo_ml1_reach.yaml 16
-[[ "$which" == push || "$which" == all ]] && run ml1_push experiments/maml_trpo_ml1_push.yaml "${PUSH_ITERATIONS:-40}"
-[[ "$which" == ml10 || "$which" == all ]] && run ml10 experiments/maml_trpo_ml10.yaml "${ML10_ITERATIONS:-25}"
+[[ "$which" == push || "$which" == all ]] && run ml1_push experiments/maml_trpo_ml1_push.yaml "${PUSH_ITERATIONS:-31}"
+[[ "$which" == ml10 || "$which" == all ]] && run ml10 experiments/maml_trpo_ml10.yaml "${ML10_ITERATIONS:-46}"
