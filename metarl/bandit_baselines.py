@@ -5,6 +5,8 @@ Bernoulli(p_arm) from a generator seeded per task, and returns the mean reward o
 
 - ``ucb1`` (Auer et al. 2002): every arm once, then ``argmax mean + sqrt(2 ln t / n)``;
 - ``thompson``: Beta(1, 1) prior per arm, pull the arm of the largest posterior sample;
+- ``gittins``: Beta(1, 1) prior per arm, pull the arm of the largest Gittins index (:mod:`metarl.gittins`) at the
+  discount ``1 - 1 / pulls`` (:func:`metarl.gittins.horizon_discount`), deterministic given the counts;
 - ``best_arm``: always the best arm (it knows the means): the upper reference.
 
 Ties break to the lowest arm index.
@@ -14,11 +16,18 @@ from __future__ import annotations
 
 import numpy as np
 
-STRATEGIES = ("ucb1", "thompson", "best_arm")
+from .gittins import gittins_table, horizon_discount
+
+STRATEGIES = ("ucb1", "thompson", "gittins", "best_arm")
 
 
-def _choose(strategy: str, successes: np.ndarray, pulls: np.ndarray, t: int, means: np.ndarray, rng) -> np.ndarray:
+def _choose(
+    strategy: str, successes: np.ndarray, pulls: np.ndarray, t: int, means: np.ndarray, rng, index: np.ndarray | None
+) -> np.ndarray:
     """The arm of each trial ``[trials]`` at pull ``t`` (0-based) from per-arm counts ``[trials, K]``."""
+    if strategy == "gittins":
+        s = successes.astype(np.int64)
+        return np.argmax(index[s, pulls.astype(np.int64) - s], axis=1)
     if strategy == "best_arm":
         return np.full(successes.shape[0], int(np.argmax(means)))
     if strategy == "thompson":
@@ -35,6 +44,7 @@ def bandit_returns(strategy: str, tasks: list[dict], pulls: int, trials: int, se
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown bandit strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     out = np.zeros((len(tasks), pulls))
+    index = gittins_table(horizon_discount(pulls), pulls) if strategy == "gittins" and tasks else None
     for i, (task, seed) in enumerate(zip(tasks, seeds, strict=True)):
         means = np.asarray(task["means"], dtype=np.float64)
         rng = np.random.default_rng(seed)
@@ -42,7 +52,7 @@ def bandit_returns(strategy: str, tasks: list[dict], pulls: int, trials: int, se
         counts = np.zeros((trials, means.size))
         rows = np.arange(trials)
         for t in range(pulls):
-            arm = _choose(strategy, successes, counts, t, means, rng)
+            arm = _choose(strategy, successes, counts, t, means, rng, index)
             reward = (rng.random(trials) < means[arm]).astype(np.float64)
             successes[rows, arm] += reward
             counts[rows, arm] += 1.0

@@ -187,9 +187,9 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--ray-address", help="join this Ray cluster instead of starting a local Ray")
     ev.add_argument(
         "--baseline",
-        choices=["random", "pretrained", "oracle", "ucb1", "thompson", "best_arm", "mdp_optimal", "uniform"],
-        help="evaluate a baseline instead (ucb1, thompson, best_arm: Bernoulli bandits; mdp_optimal, uniform: tabular "
-        "MDPs)",
+        choices=["random", "pretrained", "oracle", "ucb1", "thompson", "gittins", "best_arm", "mdp_optimal", "uniform"],
+        help="evaluate a baseline instead (ucb1, thompson, gittins, best_arm: Bernoulli bandits, gittins at discount "
+        "1 - 1/N for N pulls per trial; mdp_optimal, uniform: tabular MDPs)",
     )
     ev.add_argument("--baseline-run", metavar="DIR", help="baseline folder (default: RUN_DIR/baselines/<kind>)")
     ev.add_argument("--data-dir", help="few-shot runs: the Omniglot folder, if it moved since training")

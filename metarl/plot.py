@@ -28,6 +28,7 @@ LABELS = {
     "snail": "SNAIL",
     "ucb1": "UCB1",
     "thompson": "Thompson sampling",
+    "gittins": "Gittins index (discount 1 - 1/N)",
     "best_arm": "best arm (knows the means)",
     "mdp_optimal": "optimal policy (knows the MDP)",
     "uniform": "uniformly random actions",
