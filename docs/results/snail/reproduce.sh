@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/results/snail/bandit_k5_n10/: SNAIL on Bernoulli bandits (K = 5 arms, N = 10 pulls per trial,
-# experiments/snail_bandit_k5_n10.yaml), held-out evaluation beside an untrained agent, UCB1, Thompson sampling and
-# the best arm, and the figures. Run from the repository root after the README's install.
+# experiments/snail_bandit_k5_n10.yaml), held-out evaluation beside an untrained agent, Gittins, UCB1, Thompson sampling
+# and the best arm, and the figures. Run from the repository root after the README's install.
 #
 #   bash docs/results/snail/reproduce.sh ITERATIONS
 #
@@ -18,7 +18,7 @@ else
     metarl train experiments/snail_bandit_k5_n10.yaml --run-dir "$run" --set sampler.backend=local \
         --set "iterations=$iterations" --set logging.checkpoint_every=50 --no-progress
 fi
-for method in "" random ucb1 thompson best_arm; do
+for method in "" random gittins ucb1 thompson best_arm; do
     metarl evaluate "$run" --tasks 1000 --episodes 20 --backend local ${method:+--baseline "$method"}
 done
 mkdir -p "$out/run/checkpoints"
