@@ -129,13 +129,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .config import ConfigError
     from .plot import output_paths, plot_adaptation, plot_training
 
-    name = ("training" if args.training else "adaptation") + ("_success" if args.success else "") + ".png"
+    name = (
+        ("training" if args.training else "budget" if args.budget else "adaptation")
+        + ("_success" if args.success else "")
+        + ".png"
+    )
     output = args.output or str(Path(args.runs[0]) / "evaluation" / name)
     paths = output_paths(output, args.formats)
+    if args.training and args.budget:
+        raise ConfigError("--training and --budget draw different figures; give one of them")
     if args.training:
         written = plot_training(args.runs, paths, success=args.success)
+    elif args.budget:
+        from .plot_budget import plot_budget
+
+        methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+        written = plot_budget(args.runs, paths, methods, success=args.success)
     else:
         methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
         written = plot_adaptation(args.runs, paths, methods, success=args.success)
@@ -202,6 +214,11 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     pl.add_argument("--training", action="store_true", help="training curves from progress.csv instead")
     pl.add_argument("--methods", help="only these methods, e.g. maml,oracle (default: all evaluated)")
     pl.add_argument("--success", action="store_true", help="success rate instead of return (Meta-World runs)")
+    pl.add_argument(
+        "--budget",
+        action="store_true",
+        help="x axis: environment steps spent adapting (compares MAML's gradient steps with RL^2/SNAIL's episodes)",
+    )
     pl.set_defaults(func=_cmd_plot)
 
     bl = commands.add_parser("baseline", help="train SB3 PPO baselines (pretrained, oracle)")
