@@ -182,6 +182,7 @@ class RL2Config:
     epochs: int = field(default=4, metadata=_range(1))
     minibatches: int = field(default=1, metadata=_range(1))
     value_coef: float = field(default=0.5, metadata=_range(0))
+    normalize_value_loss: bool = False  # divide the value loss by the batch's return variance (see trial_ppo)
     entropy_coef: float = field(default=0.0, metadata=_range(0))
     max_grad_norm: float = field(default=1.0, **_positive())
 
@@ -216,5 +217,6 @@ class SNAILConfig:
     epochs: int = field(default=4, metadata=_range(1))
     minibatches: int = field(default=1, metadata=_range(1))
     value_coef: float = field(default=0.5, metadata=_range(0))
+    normalize_value_loss: bool = False  # divide the value loss by the batch's return variance (see trial_ppo)
     entropy_coef: float = field(default=0.0, metadata=_range(0))
     max_grad_norm: float = field(default=1.0, **_positive())

@@ -11,6 +11,7 @@ import torch
 from cli_runs import interrupted_and_straight
 
 from metarl.algorithms.rl2 import RL2
+from metarl.algorithms.trial_ppo import return_variance
 from metarl.checkpoint import latest_checkpoint, load_checkpoint
 from metarl.cli import main
 from metarl.config import config_from_dict
@@ -235,6 +236,33 @@ def test_ppo_update_improves_the_surrogate_and_moves_the_agent():
     metrics = algorithm.update(batch.to_torch(), seed=11)
     assert metrics["log_prob_gap"] < 1e-5 and metrics["approx_kl"] > 0
     assert any(not torch.equal(before[k], v) for k, v in algorithm.policy.state_dict().items())
+
+
+def test_normalized_value_loss_is_the_raw_loss_over_the_return_variance():
+    """``normalize_value_loss`` equals ``value_coef / Var(returns)`` on the raw loss (same update), and on navigation's
+    large returns it is not the raw update."""
+    kwargs = {"episodes_per_trial": 2, "epochs": 2, "minibatches": 2, "lr": 1e-2}
+    normalized, space = rl2_algorithm("metarl/Navigation2D-v0", normalize_value_loss=True, **kwargs)
+    tasks = space.sample_tasks(4, np.random.default_rng(2), split="train")
+    with make_sampler("metarl/Navigation2D-v0", {"horizon": 6}, backend="local") as sampler:
+        batch = normalized.sample_trials(sampler, tasks, trials=1, seed=5).to_torch()
+    trials = normalized.lanes(batch)
+    num = trials["rewards"].shape[0]
+    rewards, mask = trials["rewards"].reshape(num, -1), trials["mask"].reshape(num, -1)
+    with torch.no_grad():
+        _, _, values = normalized.recompute(trials)
+        _, returns = trial_gae(rewards, values, mask, normalized.config.advantages.gamma, 1.0)
+    variance = return_variance(returns, mask)
+    assert variance > 4.0  # navigation's returns: the two updates below must differ
+
+    scaled, _ = rl2_algorithm("metarl/Navigation2D-v0", value_coef=0.5 / variance, **kwargs)
+    raw, _ = rl2_algorithm("metarl/Navigation2D-v0", **kwargs)
+    for algorithm in (normalized, scaled, raw):
+        algorithm.config.advantages.gae_lambda = 1.0
+        algorithm.update(batch, seed=7)
+    a, b, c = (alg.policy.state_dict() for alg in (normalized, scaled, raw))
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    assert any(not torch.allclose(a[k], c[k], rtol=1e-3, atol=1e-5) for k in a)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,13 @@ over the batch, ``epochs`` passes in ``minibatches`` minibatches of whole trials
 recomputed from the start of the trial by the agent's ``unroll``; clipped surrogate + ``value_coef`` * value loss -
 ``entropy_coef`` * entropy, Adam, gradient norm clipped. The old log-probabilities are the ones the sampler recorded;
 ``log_prob_gap`` reports how far the recomputation at the start of the update is from them.
+
+``normalize_value_loss``: divide the value loss by the variance of the batch's returns (fixed for the whole update).
+Where the policy and the value head share a network (RL^2's GRU), the value loss's gradient grows with the square of
+the reward scale while the clipped surrogate's (normalized advantages) does not, so with returns in the tens or
+hundreds the value term dominates the shared gradient and, after norm clipping, leaves the policy a small fraction
+of each step. Dividing by the return variance makes the two terms' scales independent of the reward scale. The
+logged ``value_loss`` stays the raw mean squared error.
 """
 
 from __future__ import annotations
@@ -125,6 +132,7 @@ class TrialPPO:
             advantages, returns = trial_gae(rewards, values, mask, adv_cfg.gamma, adv_cfg.gae_lambda)
             if adv_cfg.normalize:
                 advantages = masked_normalize(advantages, mask)
+            value_scale = 1.0 / return_variance(returns, mask) if c.normalize_value_loss else 1.0
         generator = torch.Generator().manual_seed(int(seed))
         sizes = [len(part) for part in np.array_split(np.arange(num), min(c.minibatches, num))]
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
@@ -139,7 +147,7 @@ class TrialPPO:
                 count = m.sum().clamp(min=1.0)
                 value_loss = 0.5 * ((new_values - r).pow(2) * m).sum() / count
                 mean_entropy = (entropy * m).sum() / count
-                loss = policy_loss + c.value_coef * value_loss - c.entropy_coef * mean_entropy
+                loss = policy_loss + c.value_coef * value_scale * value_loss - c.entropy_coef * mean_entropy
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm))
@@ -180,6 +188,13 @@ class TrialPPO:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["agent"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def return_variance(returns: torch.Tensor, mask: torch.Tensor, floor: float = 1e-8) -> float:
+    """Variance of the returns over the real steps of the batch (at least ``floor``)."""
+    count = mask.sum().clamp(min=1.0)
+    mean = (returns * mask).sum() / count
+    return max(float(((returns - mean) * mask).pow(2).sum() / count), floor)
 
 
 def trial_returns(batch: EpisodeBatch, episodes_per_trial: int) -> np.ndarray:
