@@ -18,7 +18,11 @@ Where the policy and the value head share a network (RL^2's GRU), the value loss
 the reward scale while the clipped surrogate's (normalized advantages) does not, so with returns in the tens or
 hundreds the value term dominates the shared gradient and, after norm clipping, leaves the policy a small fraction
 of each step. Dividing by the return variance makes the two terms' scales independent of the reward scale. The
-logged ``value_loss`` stays the raw mean squared error.
+logged ``value_loss`` stays the raw mean squared error. Off by default: on 2D navigation (RL^2, returns ~ -2,000 per
+trial at the start) it measured worse, not better: the value head, still predicting raw returns, then learns ~Var
+times more slowly, and with a poor baseline the policy did not improve in 41 iterations (trial return -2,153, where
+the raw loss reached -445; ``docs/results/rl2.md``). Predicting normalized returns (a running scale, as PopArt does)
+is the untested alternative.
 """
 
 from __future__ import annotations
