@@ -1,8 +1,11 @@
-"""Trial agents on Bernoulli bandits (N = 100 pulls, K = 5): one SNAIL and one RL^2 iteration, and SNAIL's step cost.
+"""Trial agents on Bernoulli bandits (N = 100 pulls, K = 5): one SNAIL and one RL^2 iteration beside one MAML-TRPO
+iteration on 2D navigation, and SNAIL's step cost.
 
 1. One training iteration of each agent from its committed config (``experiments/snail_bandit_k5_n100.yaml``,
-   ``experiments/rl2_bandit_k5_n100.yaml``: 200 tasks x 1 trial of 100 pulls, PPO 4 epochs x 4 minibatches), in-process
-   sampler, one torch thread: sampling and update seconds, median over ``--iters`` iterations after one warm-up.
+   ``experiments/rl2_bandit_k5_n100.yaml``: 200 tasks x 1 trial of 100 pulls, PPO 4 epochs x 4 minibatches), and of
+   MAML-TRPO from ``experiments/maml_trpo_navigation.yaml`` (its own 20 tasks x 20 episodes, support and query, one
+   second-order TRPO meta-update), all through the same algorithm interface, in-process sampler, one torch thread:
+   sampling and update seconds, median over ``--iters`` iterations after one warm-up.
 2. Acting with the SNAIL policy network over a trial of ``S`` steps for 200 lanes, per step: the incremental step
    from the cache (:meth:`metarl.models.snail.SNAIL.step`) against recomputing the whole prefix at every step (what
    acting costs without the cache; timed on 10 prefix lengths spread over the trial), ``S`` = 100 and 500.
@@ -31,12 +34,19 @@ from metarl.train import make_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "trial_agents.json"
-CONFIGS = {"snail": "experiments/snail_bandit_k5_n100.yaml", "rl2": "experiments/rl2_bandit_k5_n100.yaml"}
+CONFIGS = {
+    "snail": "experiments/snail_bandit_k5_n100.yaml",
+    "rl2": "experiments/rl2_bandit_k5_n100.yaml",
+    "maml_trpo": "experiments/maml_trpo_navigation.yaml",
+}
 
 
 def iteration_times(name: str, iters: int, tasks: int) -> dict:
-    """Median sampling / update seconds of ``iters`` iterations (after one warm-up) of ``name``'s config."""
-    config = load_config(ROOT / CONFIGS[name], [f"{name}.tasks_per_iteration={tasks}"])
+    """Median sampling / update seconds of ``iters`` iterations (after one warm-up) of ``name``'s config (``tasks``
+    per iteration for the trial agents; MAML-TRPO keeps its config's meta-batch)."""
+    overrides = [] if name == "maml_trpo" else [f"{name}.tasks_per_iteration={tasks}"]
+    config = load_config(ROOT / CONFIGS[name], overrides)
+    tasks = config.maml.meta_batch_size if name == "maml_trpo" else tasks
     env = make_env(config)
     torch.manual_seed(0)
     algorithm = build_algorithm(config, env, torch.device("cpu"))
@@ -50,7 +60,16 @@ def iteration_times(name: str, iters: int, tasks: int) -> dict:
     env.close()
     sampling, update = (statistics.median(r[k] for r in rows[1:]) for k in (0, 1))
     params = sum(p.numel() for p in algorithm.policy.parameters())
-    return {"agent": name, "sampling_s": sampling, "update_s": update, "total_s": sampling + update, "params": params}
+    problem = "navigation" if name == "maml_trpo" else "bandit N=100"
+    return {
+        "agent": name,
+        "problem": problem,
+        "tasks": tasks,
+        "sampling_s": sampling,
+        "update_s": update,
+        "total_s": sampling + update,
+        "params": params,
+    }
 
 
 def step_times(steps: int, lanes: int, repeats: int) -> dict:
@@ -81,11 +100,14 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=200, help="tasks per iteration (default 200, the configs')")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    agents = [iteration_times(name, args.iters, args.tasks) for name in ("snail", "rl2")]
-    print(f"one iteration, bandits N=100 K=5, {args.tasks} tasks (median of {args.iters}, one thread)")
-    print(f"{'agent':>6} {'params':>8} {'sampling s':>11} {'update s':>9} {'total s':>8}")
+    agents = [iteration_times(name, args.iters, args.tasks) for name in CONFIGS]
+    print(f"one iteration (median of {args.iters}, one thread)")
+    print(f"{'agent':>9} {'problem':>13} {'tasks':>5} {'params':>8} {'sampling s':>11} {'update s':>9} {'total s':>8}")
     for a in agents:
-        print(f"{a['agent']:>6} {a['params']:>8} {a['sampling_s']:>11.2f} {a['update_s']:>9.2f} {a['total_s']:>8.2f}")
+        print(
+            f"{a['agent']:>9} {a['problem']:>13} {a['tasks']:>5} {a['params']:>8} {a['sampling_s']:>11.2f}"
+            f" {a['update_s']:>9.2f} {a['total_s']:>8.2f}"
+        )
     steps = [step_times(s, 200, 2) for s in (100, 500)]
     print("\nSNAIL acting, 200 lanes, per step (whole trial averaged)")
     print(f"{'steps':>6} {'incremental ms':>15} {'recompute ms':>13} {'ratio':>7}")
