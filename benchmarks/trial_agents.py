@@ -34,19 +34,20 @@ from metarl.train import make_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "trial_agents.json"
+# agent -> (config, problem, whether --tasks sets its tasks per iteration; MAML-TRPO keeps its config's meta-batch)
 CONFIGS = {
-    "snail": "experiments/snail_bandit_k5_n100.yaml",
-    "rl2": "experiments/rl2_bandit_k5_n100.yaml",
-    "maml_trpo": "experiments/maml_trpo_navigation.yaml",
+    "snail": ("experiments/snail_bandit_k5_n100.yaml", "bandit N=100", True),
+    "rl2": ("experiments/rl2_bandit_k5_n100.yaml", "bandit N=100", True),
+    "maml_trpo": ("experiments/maml_trpo_navigation.yaml", "navigation", False),
 }
 
 
 def iteration_times(name: str, iters: int, tasks: int) -> dict:
     """Median sampling / update seconds of ``iters`` iterations (after one warm-up) of ``name``'s config (``tasks``
     per iteration for the trial agents; MAML-TRPO keeps its config's meta-batch)."""
-    overrides = [] if name == "maml_trpo" else [f"{name}.tasks_per_iteration={tasks}"]
-    config = load_config(ROOT / CONFIGS[name], overrides)
-    tasks = config.maml.meta_batch_size if name == "maml_trpo" else tasks
+    path, problem, trial_agent = CONFIGS[name]
+    config = load_config(ROOT / path, [f"{name}.tasks_per_iteration={tasks}"] if trial_agent else [])
+    tasks = tasks if trial_agent else config.maml.meta_batch_size
     env = make_env(config)
     torch.manual_seed(0)
     algorithm = build_algorithm(config, env, torch.device("cpu"))
@@ -60,7 +61,6 @@ def iteration_times(name: str, iters: int, tasks: int) -> dict:
     env.close()
     sampling, update = (statistics.median(r[k] for r in rows[1:]) for k in (0, 1))
     params = sum(p.numel() for p in algorithm.policy.parameters())
-    problem = "navigation" if name == "maml_trpo" else "bandit N=100"
     return {
         "agent": name,
         "problem": problem,

@@ -38,9 +38,14 @@ def clipped_surrogate(
     return -(objective * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def masked_normalize(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """Zero mean, unit std over the real steps of the whole batch; masked steps stay 0."""
+def masked_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and (population) variance of ``x`` over the real steps of the whole batch."""
     count = mask.sum().clamp(min=1.0)
     mean = (x * mask).sum() / count
-    std = (((x - mean) * mask).pow(2).sum() / count).sqrt()
-    return (x - mean) / (std + eps) * mask
+    return mean, ((x - mean) * mask).pow(2).sum() / count
+
+
+def masked_normalize(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Zero mean, unit std over the real steps of the whole batch; masked steps stay 0."""
+    mean, var = masked_moments(x, mask)
+    return (x - mean) / (var.sqrt() + eps) * mask

@@ -38,7 +38,7 @@ from gymnasium import spaces
 from metarl.algorithms import IterationResult, SeedFn
 from metarl.config import Config, ConfigError
 from metarl.episodes import EpisodeBatch
-from metarl.ppo import clipped_surrogate, masked_normalize, trial_gae
+from metarl.ppo import clipped_surrogate, masked_moments, masked_normalize, trial_gae
 
 
 def agent_dims(name: str, observation_space: gym.Space, action_space: gym.Space) -> tuple[int, int, bool]:
@@ -196,9 +196,7 @@ class TrialPPO:
 
 def return_variance(returns: torch.Tensor, mask: torch.Tensor, floor: float = 1e-8) -> float:
     """Variance of the returns over the real steps of the batch (at least ``floor``)."""
-    count = mask.sum().clamp(min=1.0)
-    mean = (returns * mask).sum() / count
-    return max(float(((returns - mean) * mask).pow(2).sum() / count), floor)
+    return max(float(masked_moments(returns, mask)[1]), floor)
 
 
 def trial_returns(batch: EpisodeBatch, episodes_per_trial: int) -> np.ndarray:
