@@ -28,7 +28,8 @@ from metarl.models.gru import RL2Agent
 def make_agent(config: Config, observation_space: gym.Space, action_space: gym.Space) -> RL2Agent:
     """The configured agent for the env's spaces (flat Box observations; Discrete or 1-D Box actions)."""
     obs_dim, action_dim, discrete = agent_dims("rl2", observation_space, action_space)
-    return RL2Agent(obs_dim, action_dim, discrete, config.rl2.hidden_size, config.rl2.init_std)
+    c = config.rl2
+    return RL2Agent(obs_dim, action_dim, discrete, c.hidden_size, c.init_std, separate_value=c.separate_value)
 
 
 class RL2(TrialPPO):

@@ -10,7 +10,8 @@ the sampler carries the agent's state), then PPO on those trials: GAE over the w
 ``gae_lambda``; nothing bootstrapped at episode boundaries inside a trial, nor after its end), advantages normalized
 over the batch, ``epochs`` passes in ``minibatches`` minibatches of whole trials (shuffled from seed phase 3), each
 recomputed from the start of the trial by the agent's ``unroll``; clipped surrogate + ``value_coef`` * value loss -
-``entropy_coef`` * entropy, Adam, gradient norm clipped. The old log-probabilities are the ones the sampler recorded;
+``entropy_coef`` * entropy, Adam, gradient norm clipped (per network where the agent's ``parameter_groups`` has a
+policy and a value network: RL^2 with ``separate_value``). The old log-probabilities are the ones the sampler recorded;
 ``log_prob_gap`` reports how far the recomputation at the start of the update is from them.
 
 ``normalize_value_loss``: divide the value loss by the variance of the batch's returns (fixed for the whole update).
@@ -34,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from torch.nn.utils import clip_grad_norm_
 
 from metarl.algorithms import IterationResult, SeedFn
 from metarl.config import Config, ConfigError
@@ -140,7 +142,7 @@ class TrialPPO:
         generator = torch.Generator().manual_seed(int(seed))
         sizes = [len(part) for part in np.array_split(np.arange(num), min(c.minibatches, num))]
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
-        updates, grad_norm = 0, 0.0
+        updates, grad_norm, norms = 0, 0.0, [0.0]
         for _ in range(c.epochs):
             order = torch.randperm(num, generator=generator).to(self.device)
             for part in torch.split(order, sizes):
@@ -154,7 +156,8 @@ class TrialPPO:
                 loss = policy_loss + c.value_coef * value_scale * value_loss - c.entropy_coef * mean_entropy
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm))
+                norms = [float(clip_grad_norm_(group, c.max_grad_norm)) for group in self.policy.parameter_groups()]
+                grad_norm = norms[0]  # the policy's (or the shared network's) norm before clipping
                 self.optimizer.step()
                 with torch.no_grad():
                     log_ratio = new_log_probs - o
@@ -167,6 +170,8 @@ class TrialPPO:
                 updates += 1
         metrics = {key: value / updates for key, value in totals.items()}
         metrics.update(log_prob_gap=gap, grad_norm=grad_norm)
+        if len(norms) > 1:
+            metrics["value_grad_norm"] = norms[1]
         return metrics
 
     def evaluation_returns(self, sampler: Any, tasks: list[dict], episodes: int, seed: int) -> np.ndarray:

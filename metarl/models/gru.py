@@ -8,6 +8,12 @@ initial state with exactly that convention, so the log-probabilities a learner r
 
 The GRU cell is written out (PyTorch's gate equations), as in :class:`metarl.recurrent.GRUCategoricalPolicy`; the
 input projection of a whole trial is one matmul in :meth:`unroll`, only the recurrence loops over steps.
+
+``separate_value``: the value head reads a second GRU of its own (same inputs, same size) instead of the policy's.
+With one shared GRU the value loss, whose gradient grows with the square of the reward scale, shapes the recurrent
+features the policy reads; with two, the policy's GRU is trained by the policy loss alone and the learner can clip
+the two networks' gradients separately (:meth:`RL2Agent.parameter_groups`). Acting never evaluates the value GRU, so
+the sampler's state is the policy GRU's alone.
 """
 
 from __future__ import annotations
@@ -27,12 +33,22 @@ class RL2Agent(TrialDistributions, nn.Module):
     is_stateful = True
 
     def __init__(
-        self, obs_dim: int, action_dim: int, discrete: bool, hidden_size: int = 256, init_std: float = 1.0
+        self,
+        obs_dim: int,
+        action_dim: int,
+        discrete: bool,
+        hidden_size: int = 256,
+        init_std: float = 1.0,
+        separate_value: bool = False,
     ) -> None:
         super().__init__()
         self.obs_dim, self.action_dim, self.discrete, self.hidden_size = obs_dim, action_dim, discrete, hidden_size
+        self.separate_value = separate_value
         self.input_gates = nn.Linear(obs_dim + action_dim + 2, 3 * hidden_size)
         self.hidden_gates = nn.Linear(hidden_size, 3 * hidden_size)
+        if separate_value:
+            self.value_input_gates = nn.Linear(obs_dim + action_dim + 2, 3 * hidden_size)
+            self.value_hidden_gates = nn.Linear(hidden_size, 3 * hidden_size)
         if discrete:
             self.logits = nn.Linear(hidden_size, action_dim)
         else:
@@ -49,9 +65,17 @@ class RL2Agent(TrialDistributions, nn.Module):
         """The GRU input ``[..., obs_dim + action_dim + 2]``; a discrete ``prev_action`` of -1: all-zero one-hot."""
         return step_features(obs, prev_action, prev_reward, prev_done, self.discrete, self.action_dim)
 
-    def _gru(self, x_gates: Tensor, state: Tensor) -> Tensor:
+    def parameter_groups(self) -> list[list[nn.Parameter]]:
+        """The policy's parameters, then (``separate_value``) the value network's: the groups a learner clips
+        separately. One group when the GRU is shared."""
+        if not self.separate_value:
+            return [list(self.parameters())]
+        value = {id(p) for m in (self.value_input_gates, self.value_hidden_gates, self.value) for p in m.parameters()}
+        return [[p for p in self.parameters() if id(p) not in value], [p for p in self.parameters() if id(p) in value]]
+
+    def _gru(self, x_gates: Tensor, state: Tensor, hidden_gates: nn.Linear | None = None) -> Tensor:
         x_r, x_z, x_n = x_gates.chunk(3, dim=-1)
-        h_r, h_z, h_n = self.hidden_gates(state).chunk(3, dim=-1)
+        h_r, h_z, h_n = (self.hidden_gates if hidden_gates is None else hidden_gates)(state).chunk(3, dim=-1)
         reset = torch.sigmoid(x_r + h_r)
         update = torch.sigmoid(x_z + h_z)
         candidate = torch.tanh(x_n + reset * h_n)
@@ -85,16 +109,25 @@ class RL2Agent(TrialDistributions, nn.Module):
         lanes, k, horizon = rewards.shape
         steps = k * horizon
         pa, pr, pd, active = trial_inputs(actions, rewards, mask, self.discrete, self.action_dim)
-        x_gates = self.input_gates(self.features(obs.float().reshape(lanes, steps, -1), pa, pr, pd))
-
+        features = self.features(obs.float().reshape(lanes, steps, -1), pa, pr, pd)
         h = self.initial_state(lanes) if state is None else state
+        stacked, h = self._recur(self.input_gates(features), active, h, self.hidden_gates)
+        value_hidden = stacked
+        if self.separate_value:  # its own GRU from the initial state (the sampler never carries it)
+            value_hidden, _ = self._recur(
+                self.value_input_gates(features), active, self.initial_state(lanes), self.value_hidden_gates
+            )
+        dist = tuple(x.reshape(lanes, k, horizon, *x.shape[2:]) for x in self.head(stacked))
+        return dist, self.value_of(value_hidden).reshape(lanes, k, horizon), h
+
+    def _recur(self, x_gates: Tensor, active: Tensor, h: Tensor, hidden_gates: nn.Linear) -> tuple[Tensor, Tensor]:
+        """The GRU over ``x_gates [L, S, 3H]`` from ``h``: hidden states ``[L, S, H]`` and the final state; steps that
+        did not happen (``active`` False) leave the state unchanged."""
         hidden = []
         # unbind, not x_gates[:, s]: the backward of each indexing op writes a full-size zero gradient, which made
         # backward quadratic in the trial length (195 s instead of ~2 s for 5 trials of 5,000 steps).
         for x_s, active_s in zip(x_gates.unbind(1), active.unbind(1), strict=True):
-            new = self._gru(x_s, h)
+            new = self._gru(x_s, h, hidden_gates)
             hidden.append(new)
             h = torch.where(active_s.unsqueeze(-1), new, h)
-        stacked = torch.stack(hidden, dim=1)
-        dist = tuple(x.reshape(lanes, k, horizon, *x.shape[2:]) for x in self.head(stacked))
-        return dist, self.value_of(stacked).reshape(lanes, k, horizon), h
+        return torch.stack(hidden, dim=1), h

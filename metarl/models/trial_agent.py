@@ -69,6 +69,10 @@ class TrialDistributions:
     discrete: bool
     action_dim: int
 
+    def parameter_groups(self) -> list[list[torch.nn.Parameter]]:
+        """Parameter groups whose gradient norms a learner clips separately (default: one, all parameters)."""
+        return [list(self.parameters())]  # type: ignore[attr-defined]
+
     def _family(self) -> type:
         return CategoricalMLPPolicy if self.discrete else GaussianMLPPolicy
 
