@@ -177,6 +177,7 @@ class RL2Config:
     episodes_per_trial: int = field(default=10, metadata=_range(1))
     hidden_size: int = field(default=256, metadata=_range(1))
     separate_value: bool = False  # the value head on a GRU of its own, gradients clipped per network (see gru.py)
+    head_init_scale: float = field(default=1.0, **_positive())  # x the action head's initial weights (see gru.py)
     init_std: float = field(default=1.0, **_positive())
     lr: float = field(default=3e-4, **_positive())
     clip: float = field(default=0.2, **_positive())

@@ -1,4 +1,5 @@
-"""RL^2 with ``separate_value``: the value head on a GRU of its own, the two networks' gradients clipped apart."""
+"""RL^2's options: ``separate_value`` (the value head on a GRU of its own, the networks' gradients clipped apart)
+and ``head_init_scale`` (small initial action means)."""
 
 import numpy as np
 import pytest
@@ -71,3 +72,23 @@ def test_value_loss_weight_moves_the_policy_only_when_the_gru_is_shared(separate
         assert metrics[1]["value_grad_norm"] > 10 * metrics[0]["value_grad_norm"]
     else:
         assert "value_grad_norm" not in metrics[0]
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_head_init_scale_scales_the_initial_action_head_and_nothing_else(discrete):
+    agents = []
+    for scale in (1.0, 0.01):
+        torch.manual_seed(3)
+        agents.append(RL2Agent(2, 3, discrete=discrete, hidden_size=8, init_std=0.1, head_init_scale=scale))
+    default, small = agents
+    obs = torch.randn(2, 2, 4, 2)
+    actions = torch.randint(0, 3, (2, 2, 4)) if discrete else torch.randn(2, 2, 4, 3)
+    rewards, mask = torch.randn(2, 2, 4), torch.ones(2, 2, 4)
+    out_default, values_default, _ = default.unroll(obs, actions, rewards, mask)
+    out_small, values_small, _ = small.unroll(obs, actions, rewards, mask)
+    assert torch.allclose(out_small[0], 0.01 * out_default[0], atol=1e-7)  # means or logits: linear in the head
+    assert out_default[0].abs().max() > 0.05
+    assert torch.equal(values_default, values_small)
+    head = "logits" if discrete else "mean"
+    for (name, p), q in zip(default.named_parameters(), small.parameters(), strict=True):
+        assert torch.allclose(q, 0.01 * p) if name.startswith(head) else torch.equal(p, q)

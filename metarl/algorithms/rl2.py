@@ -29,7 +29,15 @@ def make_agent(config: Config, observation_space: gym.Space, action_space: gym.S
     """The configured agent for the env's spaces (flat Box observations; Discrete or 1-D Box actions)."""
     obs_dim, action_dim, discrete = agent_dims("rl2", observation_space, action_space)
     c = config.rl2
-    return RL2Agent(obs_dim, action_dim, discrete, c.hidden_size, c.init_std, separate_value=c.separate_value)
+    return RL2Agent(
+        obs_dim,
+        action_dim,
+        discrete,
+        c.hidden_size,
+        c.init_std,
+        separate_value=c.separate_value,
+        head_init_scale=c.head_init_scale,
+    )
 
 
 class RL2(TrialPPO):
