@@ -142,7 +142,7 @@ class TrialPPO:
         generator = torch.Generator().manual_seed(int(seed))
         sizes = [len(part) for part in np.array_split(np.arange(num), min(c.minibatches, num))]
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
-        updates, grad_norm, norms = 0, 0.0, [0.0]
+        updates, norms = 0, [0.0]  # gradient norms before clipping: the policy's (or shared network's), the value's
         for _ in range(c.epochs):
             order = torch.randperm(num, generator=generator).to(self.device)
             for part in torch.split(order, sizes):
@@ -157,7 +157,6 @@ class TrialPPO:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norms = [float(clip_grad_norm_(group, c.max_grad_norm)) for group in self.policy.parameter_groups()]
-                grad_norm = norms[0]  # the policy's (or the shared network's) norm before clipping
                 self.optimizer.step()
                 with torch.no_grad():
                     log_ratio = new_log_probs - o
@@ -169,7 +168,7 @@ class TrialPPO:
                 totals["entropy"] += float(mean_entropy.detach())
                 updates += 1
         metrics = {key: value / updates for key, value in totals.items()}
-        metrics.update(log_prob_gap=gap, grad_norm=grad_norm)
+        metrics.update(log_prob_gap=gap, grad_norm=norms[0])
         if len(norms) > 1:
             metrics["value_grad_norm"] = norms[1]
         return metrics
