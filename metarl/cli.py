@@ -179,7 +179,8 @@ def _add_evaluation_commands(commands: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--checkpoint",
         help="iteration number, checkpoint file, or 'best' (meta-RL: best training return after adaptation, the MAML "
-        "paper's rule; few-shot: best validation metric after adaptation; default: the latest)",
+        "paper's rule, or the trial return for RL^2/SNAIL; few-shot: best validation metric after adaptation; "
+        "default: the latest)",
     )
     ev.add_argument("--tasks", type=int, help="held-out tasks (default 40; few-shot runs: fewshot.eval_tasks, 600)")
     ev.add_argument(

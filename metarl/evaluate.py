@@ -78,17 +78,33 @@ def parse_step_sizes(spec: str | None, fast_lr: float, steps: int | None) -> lis
     return [fast_lr] * count
 
 
+# Training columns ``--checkpoint best`` scores, first present wins: the return after adaptation (MAML-TRPO,
+# Reptile) or the whole trial's return (RL^2, SNAIL: what they maximise, the trial being their adaptation).
+BEST_COLUMNS = ("return_post", "trial_return")
+
+
+def best_column(run_dir: Path) -> str:
+    """The ``progress.csv`` column :func:`best_checkpoint` scores for this run (see ``BEST_COLUMNS``)."""
+    progress = run_dir / "progress.csv"
+    if not progress.is_file():
+        raise EvaluationError(f"--checkpoint best needs the training returns in '{progress}', which is missing")
+    rows = read_progress(run_dir)
+    for column in BEST_COLUMNS:
+        if any(column in r for r in rows):
+            return column
+    raise EvaluationError(f"--checkpoint best needs a {' or '.join(BEST_COLUMNS)} column in '{progress}'")
+
+
 def best_checkpoint(run_dir: Path) -> Path:
     """The checkpoint with the best training return after adaptation: the MAML paper's selection rule ("the model
     with the best average return during training was used for evaluation", Finn et al. 2017, appendix A.2).
 
-    Each checkpoint is scored by the mean ``return_post`` in ``progress.csv`` over the iterations since the previous
-    checkpoint (training tasks only, so the held-out evaluation stays untouched); ties go to the earlier one.
+    Each checkpoint is scored by the mean of :func:`best_column` (``return_post``, or ``trial_return`` for trial
+    agents) in ``progress.csv`` over the iterations since the previous checkpoint (training tasks only, so the
+    held-out evaluation stays untouched); ties go to the earlier one.
     """
-    progress = run_dir / "progress.csv"
-    if not progress.is_file():
-        raise EvaluationError(f"--checkpoint best needs the training returns in '{progress}', which is missing")
-    returns = {int(r["iteration"]): float(r["return_post"]) for r in read_progress(run_dir) if "return_post" in r}
+    column = best_column(run_dir)
+    returns = {int(r["iteration"]): float(r[column]) for r in read_progress(run_dir) if column in r}
     found = sorted((int(p.stem.split("_")[-1]), p) for p in (run_dir / "checkpoints").glob("iter_*.pt"))
     best, best_score, previous = None, -np.inf, 0
     for iteration, path in found:
@@ -255,7 +271,7 @@ def evaluate_run(
         algorithm, state = load_trained(config, path)
         entry.update(checkpoint=str(path.relative_to(run) if path.is_relative_to(run) else path))
         if checkpoint == "best":
-            entry.update(checkpoint_rule="best mean training return_post since the previous checkpoint")
+            entry.update(checkpoint_rule=f"best mean training {best_column(run)} since the previous checkpoint")
         entry.update(iteration=int(state.get("iteration", -1)), algorithm=config.algorithm)
         if config.algorithm == "maml_trpo":
             entry.update(first_order=config.maml.first_order)

@@ -216,3 +216,19 @@ def test_best_checkpoint_is_chosen_by_training_returns_only(tmp_path):
     (tmp_path / "progress.csv").write_text("\n".join(lines) + "\n")
     assert find_checkpoint(tmp_path, "best").name == "iter_000006.pt"
     assert find_checkpoint(tmp_path, None).name == "iter_000006.pt"
+
+
+def test_best_checkpoint_of_a_trial_agent_uses_the_trial_return(tmp_path):
+    """RL^2 / SNAIL runs log no return_post: ``best`` scores their training trial_return the same way."""
+    from metarl.evaluate import EvaluationError, find_checkpoint
+
+    (tmp_path / "checkpoints").mkdir()
+    for iteration in (2, 4):
+        (tmp_path / "checkpoints" / f"iter_{iteration:06d}.pt").write_bytes(b"")
+    (tmp_path / "progress.csv").write_text("iteration,entropy\n1,1.0\n2,1.0\n")
+    with pytest.raises(EvaluationError, match="return_post or trial_return"):
+        find_checkpoint(tmp_path, "best")
+    lines = ["iteration,trial_return,entropy"] + [f"{i},{r},1.0" for i, r in ((1, -30), (2, -10), (3, -40), (4, -20))]
+    (tmp_path / "progress.csv").write_text("\n".join(lines) + "\n")  # windows: -20, -30
+    assert find_checkpoint(tmp_path, "best").name == "iter_000002.pt"
+    assert find_checkpoint(tmp_path, None).name == "iter_000004.pt"
