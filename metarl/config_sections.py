@@ -187,6 +187,7 @@ class RL2Config:
     normalize_value_loss: bool = False  # divide the value loss by the batch's return variance (see trial_ppo)
     entropy_coef: float = field(default=0.0, metadata=_range(0))
     max_grad_norm: float = field(default=1.0, **_positive())
+    target_kl: float | None = field(default=None, **_positive())  # stop the epochs early past 1.5x (see trial_ppo)
 
 
 @dataclass
@@ -222,3 +223,4 @@ class SNAILConfig:
     normalize_value_loss: bool = False  # divide the value loss by the batch's return variance (see trial_ppo)
     entropy_coef: float = field(default=0.0, metadata=_range(0))
     max_grad_norm: float = field(default=1.0, **_positive())
+    target_kl: float | None = field(default=None, **_positive())  # stop the epochs early past 1.5x (see trial_ppo)

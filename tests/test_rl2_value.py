@@ -92,3 +92,23 @@ def test_head_init_scale_scales_the_initial_action_head_and_nothing_else(discret
     head = "logits" if discrete else "mean"
     for (name, p), q in zip(default.named_parameters(), small.parameters(), strict=True):
         assert torch.allclose(q, 0.01 * p) if name.startswith(head) else torch.equal(p, q)
+
+
+def test_target_kl_ends_the_update_at_the_first_minibatch_past_it():
+    """A tiny ``target_kl`` stops after one step (the next minibatch's policy has moved), so the update equals one of
+    a single epoch with the same first minibatch; a huge one changes nothing against no ``target_kl``."""
+    kwargs = {"episodes_per_trial": 2, "minibatches": 2, "lr": 1e-2}
+    full, space = rl2_algorithm(NAV, epochs=3, **kwargs)
+    huge, _ = rl2_algorithm(NAV, epochs=3, target_kl=1e9, **kwargs)
+    tiny, _ = rl2_algorithm(NAV, epochs=3, target_kl=1e-6, **kwargs)
+    tiny_one_epoch, _ = rl2_algorithm(NAV, epochs=1, target_kl=1e-6, **kwargs)
+    start = [p.detach().clone() for p in full.policy.parameters()]
+    batch = nav_batch(full, space)
+    metrics = [alg.update(batch, seed=7) for alg in (full, huge, tiny, tiny_one_epoch)]
+    params = [list(alg.policy.parameters()) for alg in (full, huge, tiny, tiny_one_epoch)]
+    assert all(torch.equal(a, b) for a, b in zip(params[0], params[1], strict=True))
+    assert "updates" not in metrics[0] and metrics[1]["updates"] == 6.0
+    assert metrics[2]["updates"] == 1.0 and metrics[3]["updates"] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(params[2], params[3], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(params[2], start, strict=True))
+    assert not all(torch.allclose(a, b) for a, b in zip(params[2], params[0], strict=True))

@@ -14,6 +14,13 @@ recomputed from the start of the trial by the agent's ``unroll``; clipped surrog
 policy and a value network: RL^2 with ``separate_value``). The old log-probabilities are the ones the sampler recorded;
 ``log_prob_gap`` reports how far the recomputation at the start of the update is from them.
 
+``target_kl`` (off by default): end the update's epochs at the first minibatch (after at least one step) whose
+approximate KL to the sampling policy, measured before its step, exceeds 1.5 x ``target_kl``; that minibatch takes no
+step (the early stop of Spinning Up's and Stable-Baselines3's PPO). Why: RL^2 on 2D navigation, after its policy's std
+had shrunk to ~0.03, collapsed from -11 to -78 per trial within 15 iterations (iteration ~515-530), with one update's
+mean approximate KL at 0.24 where the others sat near 0.01 (``docs/results/rl2.md``). ``updates`` logs how many
+minibatch steps each update took.
+
 ``normalize_value_loss``: divide the value loss by the variance of the batch's returns (fixed for the whole update).
 Where the policy and the value head share a network (RL^2's GRU), the value loss's gradient grows with the square of
 the reward scale while the clipped surrogate's (normalized advantages) does not, so with returns in the tens or
@@ -143,7 +150,11 @@ class TrialPPO:
         sizes = [len(part) for part in np.array_split(np.arange(num), min(c.minibatches, num))]
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
         updates, norms = 0, [0.0]  # gradient norms before clipping: the policy's (or shared network's), the value's
+        stop_kl = 1.5 * c.target_kl if c.target_kl is not None else float("inf")
+        stopped = False
         for _ in range(c.epochs):
+            if stopped:
+                break
             order = torch.randperm(num, generator=generator).to(self.device)
             for part in torch.split(order, sizes):
                 sub = {key: value[part] for key, value in trials.items()}
@@ -154,21 +165,27 @@ class TrialPPO:
                 value_loss = 0.5 * ((new_values - r).pow(2) * m).sum() / count
                 mean_entropy = (entropy * m).sum() / count
                 loss = policy_loss + c.value_coef * value_scale * value_loss - c.entropy_coef * mean_entropy
+                with torch.no_grad():
+                    log_ratio = new_log_probs - o
+                    kl = float(((torch.exp(log_ratio) - 1 - log_ratio) * m).sum() / count)
+                    clipped = float((((torch.exp(log_ratio) - 1).abs() > c.clip).float() * m).sum() / count)
+                if kl > stop_kl and updates > 0:  # this minibatch's policy is already too far: no step from it
+                    stopped = True
+                    break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norms = [float(clip_grad_norm_(group, c.max_grad_norm)) for group in self.policy.parameter_groups()]
                 self.optimizer.step()
-                with torch.no_grad():
-                    log_ratio = new_log_probs - o
-                    totals["approx_kl"] += float(((torch.exp(log_ratio) - 1 - log_ratio) * m).sum() / count)
-                    clipped = ((torch.exp(log_ratio) - 1).abs() > c.clip).float()
-                    totals["clip_fraction"] += float((clipped * m).sum() / count)
+                totals["approx_kl"] += kl
+                totals["clip_fraction"] += clipped
                 totals["policy_loss"] += float(policy_loss.detach())
                 totals["value_loss"] += float(value_loss.detach())
                 totals["entropy"] += float(mean_entropy.detach())
                 updates += 1
         metrics = {key: value / updates for key, value in totals.items()}
         metrics.update(log_prob_gap=gap, grad_norm=norms[0])
+        if c.target_kl is not None:
+            metrics["updates"] = float(updates)
         if len(norms) > 1:
             metrics["value_grad_norm"] = norms[1]
         return metrics
