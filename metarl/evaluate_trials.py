@@ -41,10 +41,6 @@ def _algorithm(config: Config) -> Any:
         env.close()
 
 
-def _latest_only(run: Path) -> Path:
-    raise CheckpointError(f"--checkpoint best is for MAML runs; for '{run}' name an iteration or leave it out")
-
-
 def evaluate_trial_run(
     run: Path,
     config: Config,
@@ -74,7 +70,9 @@ def evaluate_trial_run(
     read_summary(run / "evaluation")
     algorithm = None
     if method == config.algorithm:
-        path = resolve_checkpoint(run, checkpoint, lambda: _latest_only(run))
+        from .evaluate import best_checkpoint, best_column
+
+        path = resolve_checkpoint(run, checkpoint, lambda: best_checkpoint(run))
         state = load_checkpoint(path)
         algorithm = _algorithm(config)
         try:
@@ -83,6 +81,8 @@ def evaluate_trial_run(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             raise CheckpointError(f"checkpoint '{path}' does not fit this run's config ({first})") from None
         entry.update(checkpoint=str(path.relative_to(run) if path.is_relative_to(run) else path))
+        if checkpoint == "best":
+            entry.update(checkpoint_rule=f"best mean training {best_column(run)} since the previous checkpoint")
         entry.update(iteration=int(state.get("iteration", -1)))
     elif method == "random":
         torch.manual_seed(derived_eval_seed(seed, RANDOM_INIT))

@@ -307,6 +307,9 @@ def test_evaluate_an_rl2_run_per_episode_of_the_trial(tmp_path, repo_root, monke
     assert main(["plot", str(run), "-o", str(tmp_path / "trial.png")]) == 0
     assert main(["plot", str(run), "--training", "-o", str(tmp_path / "training.png")]) == 0
     assert (tmp_path / "trial.png").stat().st_size > 0 and (tmp_path / "training.png").stat().st_size > 0
+    assert main([*base, "--checkpoint", "best"]) == 0  # scored by the training trial_return
+    entry = json.loads((run / "evaluation" / "summary.json").read_text())["methods"]["rl2"]
+    assert entry["checkpoint_rule"] == "best mean training trial_return since the previous checkpoint"
 
 
 def test_evaluate_refuses_gradient_steps_and_bandit_baselines_elsewhere(tmp_path, repo_root, monkeypatch, capsys):
