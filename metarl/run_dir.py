@@ -137,9 +137,17 @@ class ProgressLog:
         os.replace(tmp, self.path)
 
     def append(self, row: dict[str, Any]) -> None:
+        """Append ``row``; a key the file has no column for yet (a metric a resumed run's changed config turns on,
+        e.g. ``updates`` with ``rl2.target_kl``) adds the column, earlier rows left empty in it, not dropped."""
         if self.fieldnames is None:
             self.fieldnames = list(row)
             self._rewrite([])
+        new_keys = [key for key in row if key not in self.fieldnames]
+        if new_keys:
+            with self.path.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            self.fieldnames = [*self.fieldnames, *new_keys]
+            self._rewrite(rows)
         with self.path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.fieldnames, extrasaction="ignore", lineterminator="\n")
             writer.writerow(row)

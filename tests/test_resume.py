@@ -170,3 +170,21 @@ def test_a_config_file_with_resume_is_refused(nav_run, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--resume" in err[0] and NAV in err[0], err
     assert snapshot(nav_run) == before
+
+
+def test_a_metric_that_appears_on_resume_gets_its_column(tmp_path):
+    """A resumed run whose changed config logs a new metric keeps it: the column is added, earlier rows empty."""
+    from metarl.run_dir import ProgressLog, read_progress
+
+    path = tmp_path / "progress.csv"
+    log = ProgressLog(path)
+    for it in (1, 2, 3):
+        log.append({"iteration": it, "loss": 0.5 * it})
+    log = ProgressLog(path, resume_from=2)  # the third row is past the checkpoint and goes
+    log.append({"iteration": 3, "loss": 9.0, "updates": 4.0})
+    rows = read_progress(tmp_path)
+    assert [row["iteration"] for row in rows] == [1.0, 2.0, 3.0]
+    assert [row.get("updates") for row in rows] == [None, None, 4.0]
+    assert rows[2]["loss"] == 9.0
+    with path.open(newline="") as handle:
+        assert next(csv.reader(handle)) == ["iteration", "loss", "updates"]
