@@ -43,6 +43,15 @@ def budget_steps(entry: dict[str, Any], horizon: int) -> list[int]:
     return [k * int(entry["episodes"]) * horizon for k in steps]
 
 
+def budget_linthresh(xs_per_curve: Sequence[Sequence[int]], spread: float = 10.0) -> float | None:
+    """The linear range of a symlog x axis when the budgets span ``spread`` or more (an RL^2 episode of 100 steps
+    beside a MAML step of 2,000): the smallest positive budget, so x = 0 stays on the axis. None: keep it linear."""
+    positive = [x for xs in xs_per_curve for x in xs if x > 0]
+    if not positive or max(positive) < spread * min(positive):
+        return None
+    return float(min(positive))
+
+
 def plot_budget(
     runs: Sequence[str | Path], paths: Sequence[Path], methods: Sequence[str] | None = None, success: bool = False
 ) -> list[Path]:
@@ -87,8 +96,12 @@ def plot_budget(
         marker = ("s" if trial_based else "o") if len(entry["steps"]) > 1 else None
         ax.plot(xs, mean, STYLES.get(method, "-"), color=color, marker=marker, markersize=4, label=label)
         ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+    linthresh = budget_linthresh([c[3] for c in curves])
+    if linthresh is not None:  # otherwise the short trial's points crowd into the first few pixels
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-    ax.set_xlabel("environment steps spent on the task before the measured episode")
+    scale = f" (log scale above {linthresh:,.0f})" if linthresh is not None else ""
+    ax.set_xlabel(f"environment steps spent on the task before the measured episode{scale}")
     metrics = {"success"} if success else {summary.get("metric", "return") for _, summary in loaded}
     metric = metrics.pop() if len(metrics) == 1 else "value"
     ax.set_ylabel(f"{YLABELS.get(metric, metric)} (held-out tasks)")

@@ -6,7 +6,7 @@ from test_plot import PNG_MAGIC, fake_run
 from metarl.cli import main
 from metarl.config import config_from_dict, dump_config
 from metarl.eval_results import csv_name, merge_summary, summarize, summary_json
-from metarl.plot_budget import budget_steps, run_horizon
+from metarl.plot_budget import budget_linthresh, budget_steps, run_horizon
 
 TRIAL_AXIS = "episode of the trial (step k = episode k + 1)"
 
@@ -60,3 +60,10 @@ def test_budget_and_training_together_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--training and --budget" in err
     assert not out.exists()
+
+
+def test_the_budget_axis_goes_symlog_only_when_budgets_span_a_decade():
+    assert budget_linthresh([[0, 2000, 4000, 6000], [0, 100, 200, 300]]) == 100.0  # navigation: MAML beside RL^2
+    assert budget_linthresh([[0, 2000, 4000, 6000]]) is None  # MAML alone: 3x, linear
+    assert budget_linthresh([[0, 100, 200, 999]]) is None
+    assert budget_linthresh([[0], [0]]) is None  # nothing adapted yet: no positive budget
