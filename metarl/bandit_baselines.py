@@ -58,3 +58,21 @@ def bandit_returns(strategy: str, tasks: list[dict], pulls: int, trials: int, se
             counts[rows, arm] += 1.0
             out[i, t] = reward.mean()
     return out
+
+
+def regret_by_phase(returns: np.ndarray, best_means: np.ndarray, edges: list[int]) -> list[float]:
+    """Expected regret summed over each phase of a trial, averaged over tasks.
+
+    ``returns`` is ``[tasks, pulls]`` (mean reward of each pull, as :func:`bandit_returns` or ``metarl evaluate``'s
+    adaptation CSV give it), ``best_means`` the best arm's mean per task ``[tasks]``; phase ``j`` covers pulls
+    ``edges[j] <= t < edges[j + 1]``. Where the regret falls tells under-exploration (low early, high late) from slow
+    identification (high throughout).
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    best = np.asarray(best_means, dtype=np.float64)[:, None]
+    if returns.ndim != 2 or best.shape[0] != returns.shape[0]:
+        raise ValueError("returns must be [tasks, pulls] and best_means [tasks]")
+    if list(edges) != sorted(set(edges)) or edges[0] < 0 or edges[-1] > returns.shape[1]:
+        raise ValueError(f"edges must increase within [0, {returns.shape[1]}], got {edges}")
+    per_pull = (best - returns).mean(axis=0)
+    return [float(per_pull[lo:hi].sum()) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]

@@ -14,7 +14,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from metarl.bandit_baselines import bandit_returns
+from metarl.bandit_baselines import bandit_returns, regret_by_phase
 from metarl.gittins import gittins_index, gittins_table, horizon_discount, truncation_depth
 
 PUBLISHED = [(0.9, 0, 0, 0.7029), (0.9, 1, 1, 0.6346), (0.9, 2, 2, 0.6010), (0.9, 9, 1, 0.8695), (0.99, 0, 0, 0.8699)]
@@ -155,3 +155,19 @@ def test_evaluate_gittins_baseline_through_the_cli(tmp_path, repo_root, monkeypa
         main([*base, "--baseline", "gittin"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'gittin'" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_regret_by_phase_on_a_hand_worked_case():
+    # Two tasks, four pulls, best arms 0.9 and 0.5: per-pull regret (0.4, 0.2, 0.0, 0.1) averaged over the tasks.
+    returns = np.array([[0.5, 0.7, 0.9, 0.9], [0.1, 0.3, 0.5, 0.3]])
+    phases = regret_by_phase(returns, np.array([0.9, 0.5]), [0, 1, 4])
+    np.testing.assert_allclose(phases, [0.4, 0.2 + 0.0 + 0.1])
+    np.testing.assert_allclose(regret_by_phase(returns, np.array([0.9, 0.5]), [0, 4]), [0.7])
+    # Best-arm play has no regret in any phase.
+    tasks = [{"means": [0.2, 0.8]}, {"means": [0.6, 0.1]}]
+    best = bandit_returns("best_arm", tasks, 5, 2000, [0, 1])
+    np.testing.assert_allclose(regret_by_phase(best, np.array([0.8, 0.6]), [0, 2, 5]), [0.0, 0.0], atol=0.05)
+    with pytest.raises(ValueError, match="edges"):
+        regret_by_phase(returns, np.array([0.9, 0.5]), [0, 3, 2])
+    with pytest.raises(ValueError, match="edges"):
+        regret_by_phase(returns, np.array([0.9, 0.5]), [0, 5])
