@@ -16,7 +16,7 @@ if [[ -d "$run" ]]; then
     metarl train --resume "$run" --set "iterations=$iterations" --no-progress
 else
     metarl train experiments/rl2_bandit_k5_n10.yaml --run-dir "$run" --set sampler.backend=local \
-        --set "iterations=$iterations" --set logging.checkpoint_every=50 --no-progress
+        --set "iterations=$iterations" --set logging.checkpoint_every=50 --set rl2.separate_value=false --no-progress
 fi
 for method in "" random gittins ucb1 thompson best_arm; do
     metarl evaluate "$run" --tasks 1000 --episodes 20 --backend local ${method:+--baseline "$method"}
