@@ -15,7 +15,7 @@ minibatch, is what later RL^2 implementations commonly use (e.g. garage's RL2PPO
 simple on a GPU. The trust region is approximated by the ratio clip; ``approx_kl`` is logged.
 
 The value can run on a GRU of its own (``rl2.separate_value``, like the paper's separate baseline network). The
-bandit and tabular-MDP configs turn it on: with one GRU for both, the value loss shaped the policy's memory, and the
+bandit and tabular-MDP configs turn it on: with one GRU for both, the value loss also trains the policy's memory; the
 separate one added 12.5 reward at K = 10, N = 100 bandits and made tabular MDPs learn at all (docs/results/rl2.md).
 """
 
