@@ -188,6 +188,11 @@ class RL2Config:
     entropy_coef: float = field(default=0.0, metadata=_range(0))
     max_grad_norm: float = field(default=1.0, **_positive())
     target_kl: float | None = field(default=None, **_positive())  # stop the epochs early past 1.5x (see trial_ppo)
+    # the policy's outer update: PPO epochs, or one TRPO step with the ``trpo`` section's settings as in the paper
+    # (needs separate_value; the epochs then fit only the value network; see metarl.algorithms.trial_trpo)
+    outer: Literal["ppo", "trpo"] = "ppo"
+    # trpo only: measure the KL's curvature on every k-th trial (cheaper conjugate gradient; see trial_trpo)
+    fisher_stride: int = field(default=1, metadata=_range(1))
 
 
 @dataclass

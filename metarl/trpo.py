@@ -73,7 +73,10 @@ def hvp_from_grad(grad: Tensor, x: Tensor, damping: float = 0.0) -> Callable[[Te
 
 
 def gauss_newton_hvp(
-    outputs: Sequence[Tensor], x: Tensor, loss_fn: Callable[[tuple[Tensor, ...]], Tensor], damping: float = 0.0
+    outputs: Sequence[Tensor],
+    x: Tensor | Sequence[Tensor],
+    loss_fn: Callable[[tuple[Tensor, ...]], Tensor],
+    damping: float = 0.0,
 ) -> Callable[[Tensor], Tensor]:
     """``v -> (J^T H J + damping I) v`` for ``f(x) = loss_fn(outputs(x))``: the Gauss-Newton form of its Hessian.
 
@@ -84,22 +87,34 @@ def gauss_newton_hvp(
     two are equal. Each product is ``J v`` (reverse mode over the reusable ``J^T u`` graph, linear in ``u``),
     ``H (J v)`` (elementwise, cheap) and ``J^T (H J v)`` (one backward through the outputs' graph): unlike double
     backward through ``grad f`` it never differentiates the outputs' graph twice, which is where a second-order MAML
-    graph is most expensive.
+    graph is most expensive. ``x`` may also be a list of tensors (e.g. a module's parameters): products then take and
+    return one flat vector over all of them, in order.
     """
     outputs = tuple(outputs)
+    inputs = [x] if torch.is_tensor(x) else list(x)
     leaves = tuple(o.detach().requires_grad_(True) for o in outputs)
     with torch.enable_grad():
         loss_grads = torch.autograd.grad(loss_fn(leaves), leaves, create_graph=True)
         probes = tuple(torch.zeros_like(o, requires_grad=True) for o in outputs)
-        jt_probe = torch.autograd.grad(outputs, x, grad_outputs=probes, create_graph=True)[0]
+        jt_probe = torch.autograd.grad(outputs, inputs, grad_outputs=probes, create_graph=True, allow_unused=True)
+    used = [i for i, g in enumerate(jt_probe) if g is not None]  # inputs the outputs do not depend on: zero rows
 
     def hvp(v: Tensor) -> Tensor:
-        jv = torch.autograd.grad(jt_probe, probes, grad_outputs=v.detach(), retain_graph=True, allow_unused=True)
+        parts = unflatten(v.detach(), inputs)
+        jv = torch.autograd.grad(
+            [jt_probe[i] for i in used],
+            probes,
+            grad_outputs=[parts[i] for i in used],
+            retain_graph=True,
+            allow_unused=True,
+        )
         jv = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(probes, jv, strict=True))
         hjv = torch.autograd.grad(loss_grads, leaves, grad_outputs=jv, retain_graph=True, allow_unused=True)
         hjv = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, hjv, strict=True))
-        jthjv = torch.autograd.grad(outputs, x, grad_outputs=hjv, retain_graph=True)[0]
-        return jthjv + damping * v
+        jthjv = torch.autograd.grad(outputs, inputs, grad_outputs=hjv, retain_graph=True, allow_unused=True)
+        return (
+            flatten(torch.zeros_like(t) if g is None else g for t, g in zip(inputs, jthjv, strict=True)) + damping * v
+        )
 
     return hvp
 

@@ -12,7 +12,10 @@ Why PPO and not the paper's TRPO: the paper's TRPO update (256-unit GRU, GAE lam
 through a recurrent unroll for every Fisher-vector product, i.e. ~10 extra backward passes through the whole trial
 per update plus a line search; PPO reuses each batch for several first-order epochs at the price of one backward per
 minibatch, is what later RL^2 implementations commonly use (e.g. garage's RL2PPO), and keeps the recurrent update
-simple on a GPU. The trust region is approximated by the ratio clip; ``approx_kl`` is logged.
+simple on a GPU. The trust region is approximated by the ratio clip; ``approx_kl`` is logged. ``rl2.outer: trpo``
+trains the policy as the paper does instead (one TRPO step per iteration with the ``trpo`` section's settings, the
+value network fitted apart by the epochs; :mod:`metarl.algorithms.trial_trpo`), to test whether the optimiser
+explains a gap to the paper's numbers.
 
 The value can run on a GRU of its own (``rl2.separate_value``, like the paper's separate baseline network). The
 bandit and tabular-MDP configs turn it on: with one GRU for both, the value loss also trains the policy's memory; the
@@ -25,7 +28,7 @@ import gymnasium as gym
 import torch
 
 from metarl.algorithms.trial_ppo import TrialPPO, agent_dims
-from metarl.config import Config
+from metarl.config import Config, ConfigError
 from metarl.models.gru import RL2Agent
 
 
@@ -52,4 +55,9 @@ class RL2(TrialPPO):
     def __init__(
         self, config: Config, observation_space: gym.Space, action_space: gym.Space, device: torch.device
     ) -> None:
+        if config.rl2.outer == "trpo" and not config.rl2.separate_value:
+            raise ConfigError(
+                "config key 'rl2.outer': trpo steps the policy alone and fits the value separately, so it needs "
+                "rl2.separate_value: true"
+            )
         super().__init__(config, config.rl2, make_agent(config, observation_space, action_space), device)

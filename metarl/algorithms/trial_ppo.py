@@ -21,6 +21,11 @@ had shrunk to ~0.03, collapsed from -11 to -78 per trial within 15 iterations (i
 mean approximate KL at 0.24 where the others sat near 0.01 (``docs/results/rl2.md``). ``updates`` logs how many
 minibatch steps each update took.
 
+``outer: trpo`` (RL^2 only, with ``separate_value``): the policy takes one TRPO step instead
+(:mod:`metarl.algorithms.trial_trpo`) and the epochs fit only the value network; the logged ``kl``,
+``surrogate_before`` / ``surrogate_after``, ``line_search_steps`` and ``accepted`` replace ``approx_kl``,
+``clip_fraction`` and ``policy_loss``.
+
 ``normalize_value_loss``: divide the value loss by the variance of the batch's returns (fixed for the whole update).
 Where the policy and the value head share a network (RL^2's GRU), the value loss's gradient grows with the square of
 the reward scale while the clipped surrogate's (normalized advantages) does not, so with returns in the tens or
@@ -45,6 +50,7 @@ from gymnasium import spaces
 from torch.nn.utils import clip_grad_norm_
 
 from metarl.algorithms import IterationResult, SeedFn
+from metarl.algorithms.trial_trpo import trpo_update
 from metarl.config import Config, ConfigError
 from metarl.episodes import EpisodeBatch
 from metarl.ppo import clipped_surrogate, masked_moments, masked_normalize, trial_gae
@@ -146,6 +152,11 @@ class TrialPPO:
             if adv_cfg.normalize:
                 advantages = masked_normalize(advantages, mask)
             value_scale = 1.0 / return_variance(returns, mask) if c.normalize_value_loss else 1.0
+        if getattr(c, "outer", "ppo") == "trpo":  # one trust-region step of the policy, then the value fit alone
+            metrics = trpo_update(
+                self.policy, self.optimizer, trials, advantages, returns, mask, self.config.trpo, c, value_scale, seed
+            )
+            return {**metrics, "log_prob_gap": gap}
         generator = torch.Generator().manual_seed(int(seed))
         sizes = [len(part) for part in np.array_split(np.arange(num), min(c.minibatches, num))]
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}

@@ -24,6 +24,7 @@ and the policy gradient has little to follow. A scale of 0.01 starts every mean 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -68,7 +69,7 @@ class RL2Agent(TrialDistributions, nn.Module):
     # -- the recurrent core ------------------------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> Tensor:
         """Zeros ``[batch_size, hidden_size]``: the state at the start of every trial."""
-        return torch.zeros(batch_size, self.hidden_size, device=self.value.weight.device)
+        return torch.zeros(batch_size, self.hidden_size, device=self.value.weight.device, dtype=self.value.weight.dtype)
 
     def features(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, prev_done: Tensor) -> Tensor:
         """The GRU input ``[..., obs_dim + action_dim + 2]``; a discrete ``prev_action`` of -1: all-zero one-hot."""
@@ -110,24 +111,36 @@ class RL2Agent(TrialDistributions, nn.Module):
         return self.head(new_state), new_state
 
     def unroll(
-        self, obs: Tensor, actions: Tensor, rewards: Tensor, mask: Tensor, state: Tensor | None = None
+        self,
+        obs: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        mask: Tensor,
+        state: Tensor | None = None,
+        parts: Literal["both", "policy", "value"] = "both",
     ) -> tuple[Dist, Tensor, Tensor]:
         """Recompute whole trials: ``obs [L, K, T, d]``, ``actions [L, K, T(, A)]``, ``rewards`` / ``mask [L, K, T]``
         for ``L`` trials of ``K`` episodes -> distributions and values per step (``[L, K, T, ...]``) and the final
-        state. Steps after an early termination (mask 0) leave the state and the inputs unchanged."""
+        state. Steps after an early termination (mask 0) leave the state and the inputs unchanged. ``parts``: with a
+        separate value GRU, ``"policy"`` skips the value network (values None) and ``"value"`` the policy's GRU
+        (distributions None, the state returned unchanged): what TRPO's step and the value fit each need."""
         lanes, k, horizon = rewards.shape
         steps = k * horizon
         pa, pr, pd, active = trial_inputs(actions, rewards, mask, self.discrete, self.action_dim)
-        features = self.features(obs.float().reshape(lanes, steps, -1), pa, pr, pd)
+        features = self.features(obs.to(self.value.weight.dtype).reshape(lanes, steps, -1), pa, pr, pd)
         h = self.initial_state(lanes) if state is None else state
-        stacked, h = self._recur(self.input_gates(features), active, h, self.hidden_gates)
+        skip_policy = parts == "value" and self.separate_value
+        stacked = None
+        if not skip_policy:
+            stacked, h = self._recur(self.input_gates(features), active, h, self.hidden_gates)
         value_hidden = stacked
-        if self.separate_value:  # its own GRU from the initial state (the sampler never carries it)
+        if self.separate_value and parts != "policy":  # its own GRU from the initial state (never carried)
             value_hidden, _ = self._recur(
                 self.value_input_gates(features), active, self.initial_state(lanes), self.value_hidden_gates
             )
-        dist = tuple(x.reshape(lanes, k, horizon, *x.shape[2:]) for x in self.head(stacked))
-        return dist, self.value_of(value_hidden).reshape(lanes, k, horizon), h
+        dist = None if skip_policy else tuple(x.reshape(lanes, k, horizon, *x.shape[2:]) for x in self.head(stacked))
+        values = None if parts == "policy" else self.value_of(value_hidden).reshape(lanes, k, horizon)
+        return dist, values, h
 
     def _recur(self, x_gates: Tensor, active: Tensor, h: Tensor, hidden_gates: nn.Linear) -> tuple[Tensor, Tensor]:
         """The GRU over ``x_gates [L, S, 3H]`` from ``h``: hidden states ``[L, S, H]`` and the final state; steps that
