@@ -67,9 +67,9 @@ def trpo_policy_step(
     def flat(x: Tensor) -> Tensor:
         return x.reshape(num, -1)
 
-    with torch.no_grad():
-        old = tuple(t.detach() for t in unroll(trials))
-        old_log_probs = flat(policy.log_prob(old, actions))
+    dist = unroll(trials)  # one forward: its detached copy is pi_old, the graph gives the gradient and curvature
+    old = tuple(t.detach() for t in dist)
+    old_log_probs = flat(policy.log_prob(old, actions))
 
     def surrogate_and_kl(dist: tuple) -> tuple[Tensor, Tensor, Tensor]:
         ratio = torch.exp(flat(policy.log_prob(dist, actions)) - old_log_probs)
@@ -79,7 +79,6 @@ def trpo_policy_step(
         return surrogate, kl, entropy
 
     x0 = parameters_to_vector(params).detach()
-    dist = unroll(trials)
     surrogate, _, entropy = surrogate_and_kl(dist)
     gradient = flat_grad(surrogate, params, retain_graph=True)
     if fisher_stride > 1:  # the curvature from a subset of the trials: its own forward pass
@@ -108,8 +107,7 @@ def trpo_policy_step(
         return float(s), float(k)
 
     metrics = {"surrogate_before": before, "entropy": float(entropy.detach()), "grad_norm": float(gradient.norm())}
-    if step is None:
-        _assign(params, x0)
+    if step is None:  # no usable curvature: the parameters were never moved
         return {**metrics, "surrogate_after": before, "kl": 0.0, "line_search_steps": 0.0, "accepted": 0.0}
     result = backtracking_line_search(
         evaluate, x0, step, before, trpo.max_kl, trpo.ls_max_steps, trpo.ls_backtrack_ratio
